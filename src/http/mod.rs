@@ -1,0 +1,43 @@
+//! postern's own HTTP/1.1 codec, built on `httparse`.
+//!
+//! One codec serves both legs: the client → postern connection (request heads in, response heads out) and the
+//! postern → upstream connection (request heads out, response heads in). Bodies are never held whole: they are
+//! decoded and re-encoded as they stream. async-h1 was measured and set aside (see README, design notes).
+
+mod headers;
+
+pub use headers::Headers;
+
+/// The protocol version of a message on the wire. HTTP/1.0 is accepted (nginx's default `proxy_http_version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// A parsed request head. `target` is the raw request-target as sent (origin-form, or absolute-form).
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub version: Version,
+    pub headers: Headers,
+}
+
+/// A parsed or to-be-written response head.
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    pub version: Version,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+}
