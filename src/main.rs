@@ -1,1 +1,4 @@
-fn main(){}
+mod http;
+mod reply;
+
+fn main() {}

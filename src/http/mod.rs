@@ -41,3 +41,11 @@ pub struct ResponseHead {
     pub reason: String,
     pub headers: Headers,
 }
+
+/// A request as the request path sees it: its head, who sent it, and whether it came over TLS.
+#[derive(Debug)]
+pub struct Request {
+    pub head: RequestHead,
+    pub peer: std::net::SocketAddr,
+    pub tls: bool,
+}
