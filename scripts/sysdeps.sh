@@ -22,10 +22,10 @@ if ((${#missing[@]} == 0 && ${#optional[@]} == 0)); then
   exit 0
 fi
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-  echo "sysdeps: installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  apt-get update -qq || echo "sysdeps: apt-get update failed; trying the install anyway" >&2
   if ((${#missing[@]})); then
+    echo "sysdeps: installing ${missing[*]} (apt-get)"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   if ((${#optional[@]})); then
