@@ -4,8 +4,15 @@
 //! postern → upstream connection (request heads out, response heads in). Bodies are never held whole: they are
 //! decoded and re-encoded as they stream. async-h1 was measured and set aside (see README, design notes).
 
+pub mod body;
+pub mod conn;
+pub mod encode;
+pub mod framing;
 mod headers;
 
+pub use body::{BodyError, BodyReader};
+pub use conn::{Conn, HeadError, HeadLimits};
+pub use framing::{BodyKind, FramingError};
 pub use headers::Headers;
 
 /// The protocol version of a message on the wire. HTTP/1.0 is accepted (nginx's default `proxy_http_version`).
