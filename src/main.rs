@@ -1,4 +1,7 @@
+mod forward;
 mod http;
 mod reply;
+mod route;
+mod server;
 
 fn main() {}

@@ -69,6 +69,7 @@ enum State {
 /// The decoding state of one body. It borrows the connection only while reading, so the connection stays usable.
 #[derive(Clone, Debug)]
 pub struct BodyReader {
+    kind: BodyKind,
     state: State,
     read: u64,
 }
@@ -81,7 +82,16 @@ impl BodyReader {
             BodyKind::Chunked => State::ChunkSize,
             BodyKind::UntilClose => State::UntilClose,
         };
-        BodyReader { state, read: 0 }
+        BodyReader {
+            kind,
+            state,
+            read: 0,
+        }
+    }
+
+    /// The framing this reader decodes.
+    pub fn kind(&self) -> BodyKind {
+        self.kind
     }
 
     /// True once the whole body (and chunked trailers) has been read.

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod date;
 pub mod encode;
 pub mod framing;
 mod headers;
