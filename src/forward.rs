@@ -25,10 +25,10 @@ use smol::net::TcpStream;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::conn::{Conn, HeadError, HeadLimits};
 use crate::http::encode::{self, CHUNK_PREFIX, CHUNK_SUFFIX, LAST_CHUNK};
-use crate::http::framing::{self, BodyKind, FramingError};
+use crate::http::framing::{self, BodyKind};
 use crate::http::{Headers, Request, RequestHead, ResponseHead, Version};
 use crate::route::Upstream;
-use crate::server::{timeout, write_reply, Handler, Outcome, Respond};
+use crate::server::{awaits_continue, timeout, write_reply, Handler, Outcome, Respond};
 
 /// Size of the buffer a body streams through (plus room for chunk framing).
 const COPY_BUF: usize = 16 * 1024;
@@ -141,6 +141,7 @@ impl fmt::Debug for Pool {
 
 impl Pool {
     /// `tls`: the client configuration for https upstreams (`tls::client_config()`); None refuses https upstreams.
+    #[allow(dead_code)] // used by main.rs
     pub fn new(limits: PoolLimits, tls: Option<Arc<ClientConfig>>) -> Pool {
         Pool {
             limits,
@@ -155,6 +156,7 @@ impl Pool {
     }
 
     /// New upstream connections made so far.
+    #[allow(dead_code)] // for tests and a future status page
     pub fn connects(&self) -> u64 {
         self.connects.get()
     }
@@ -428,7 +430,9 @@ where
                     pool_key(&plan.upstream)
                 );
                 let page = handler.error_page(Some(req), e.status(), &e.to_string());
-                let keep_alive = respond.keep_alive && !matches!(e, ForwardError::ClientBody(_));
+                let keep_alive = respond.keep_alive
+                    && !matches!(e, ForwardError::ClientBody(_))
+                    && !awaits_continue(&req.head, body);
                 return write_reply(
                     client,
                     page,
@@ -748,6 +752,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::framing::FramingError;
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
@@ -825,7 +830,8 @@ mod tests {
 
     #[test]
     fn upstream_keep_alive_table() {
-        let cases: &[(Version, &[(&str, &str)], bool, Option<u64>)] = &[
+        type Case<'a> = (Version, &'a [(&'a str, &'a str)], bool, Option<u64>);
+        let cases: &[Case] = &[
             (Version::Http11, &[], true, None),
             (Version::Http11, &[("connection", "close")], false, None),
             (Version::Http10, &[], false, None),

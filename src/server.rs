@@ -41,6 +41,7 @@ pub struct Decision {
 }
 
 #[derive(Debug)]
+#[allow(dead_code)] // constructed by handle.rs
 pub enum Action {
     Reply(Reply),
     Forward(ForwardPlan),
@@ -88,6 +89,7 @@ pub struct ServerOptions {
 const MAX_OVERFLOW: usize = 64;
 
 /// Accepts connections forever, one task per connection on `ex`.
+#[allow(dead_code)] // used by main.rs
 pub async fn serve<'a, H: Handler + 'a>(
     ex: &LocalExecutor<'a>,
     listener: TcpListener,
@@ -282,8 +284,7 @@ async fn connection<S, H>(
         let outcome = match decision.action {
             Action::Reply(reply) => {
                 // A client waiting for 100 Continue that never comes may still send its body later; do not guess.
-                let keep_alive =
-                    respond.keep_alive && !(expects_continue(&req.head) && !body_kind.is_empty());
+                let keep_alive = respond.keep_alive && !awaits_continue(&req.head, &body);
                 write_reply(
                     &mut conn,
                     reply,
@@ -295,9 +296,10 @@ async fn connection<S, H>(
                 .await
             }
             Action::Forward(plan) => {
-                forward(
+                // Boxed: the forwarder's state is large and is only needed while forwarding, not while idle.
+                Box::pin(forward(
                     &opts.pool, plan, &req, &mut conn, &mut body, handler, &respond,
-                )
+                ))
                 .await
             }
         };
@@ -355,8 +357,13 @@ pub fn client_keep_alive(head: &RequestHead) -> bool {
     }
 }
 
-fn expects_continue(head: &RequestHead) -> bool {
-    head.headers.has_token("expect", "100-continue")
+/// The client asked for `100 Continue` and has not been sent one (no body byte read): it may send its body later or
+/// never, so the connection cannot be reused after a final response.
+pub fn awaits_continue(head: &RequestHead, body: &BodyReader) -> bool {
+    head.version == Version::Http11
+        && head.headers.has_token("expect", "100-continue")
+        && !body.is_done()
+        && body.bytes_read() == 0
 }
 
 /// How a response was written, for keep-alive and the access log.
@@ -509,13 +516,15 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// Runs `fut` for at most `limit`.
-pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    smol::future::or(async { Some(fut.await) }, async {
+/// Runs `fut` for at most `limit`. (A plain fn, not `async fn`: that would store `fut` twice in every task.)
+pub fn timeout<T>(
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> impl Future<Output = Option<T>> {
+    smol::future::or(async move { Some(fut.await) }, async move {
         Timer::after(limit).await;
         None
     })
-    .await
 }
 
 #[cfg(test)]

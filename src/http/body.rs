@@ -26,6 +26,7 @@ pub enum BodyError {
     /// Trailer fields over the bound.
     TrailersTooLarge,
     /// The body is longer than the caller accepts (`read_to_end`).
+    #[allow(dead_code)] // constructed by read_to_end, used by client.rs
     TooLong(usize),
     Io(io::Error),
 }
@@ -184,6 +185,7 @@ impl BodyReader {
         }
     }
 
+    #[allow(dead_code)] // used by client.rs
     /// Reads the rest of the body into memory, refusing more than `max` bytes (for small bodies such as IdP replies).
     pub async fn read_to_end<S>(
         &mut self,
@@ -214,7 +216,8 @@ impl BodyReader {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let start = self.read;
-        let mut buf = [0u8; 1024];
+        // On the heap: this runs rarely, and an array here would enlarge every connection task.
+        let mut buf = vec![0u8; 4096];
         while !self.is_done() {
             if self.read - start > max {
                 return Ok(false);

@@ -92,6 +92,7 @@ pub fn frame_chunk(buf: &mut [u8], len: usize) -> Option<Range<usize>> {
 }
 
 /// Writes one chunk (a convenience for small bodies; streaming code uses `frame_chunk` to avoid copies).
+#[allow(dead_code)] // used by client.rs
 pub async fn write_chunk<S>(conn: &mut Conn<S>, data: &[u8]) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,

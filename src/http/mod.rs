@@ -11,8 +11,11 @@ pub mod encode;
 pub mod framing;
 mod headers;
 
+#[allow(unused_imports)] // short paths for client.rs and handle.rs
 pub use body::{BodyError, BodyReader};
+#[allow(unused_imports)] // short paths for client.rs and handle.rs
 pub use conn::{Conn, HeadError, HeadLimits};
+#[allow(unused_imports)] // short paths for client.rs and handle.rs
 pub use framing::{BodyKind, FramingError};
 pub use headers::Headers;
 
