@@ -1,4 +1,7 @@
+mod config;
 mod http;
 mod reply;
+mod route;
+mod tls;
 
 fn main() {}
