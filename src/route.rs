@@ -43,6 +43,7 @@ impl Origin {
     /// answers for no port, `:443` and `:80` alike: behind DSM's nginx the listener is plain http while the public
     /// URLs are https, so the port a client writes says nothing about which route it means. An explicit other port
     /// matches only itself.
+    #[allow(dead_code)] // used by Policy::find (handle.rs)
     pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
         if !self.host.eq_ignore_ascii_case(host) {
@@ -82,6 +83,7 @@ fn authority(host: &str, port: u16, default_port: bool) -> String {
 }
 
 /// Where a route's requests go (`to`).
+#[allow(dead_code)] // fields read by forward.rs
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
     pub https: bool,
@@ -130,6 +132,7 @@ pub enum PathRule {
 }
 
 impl PathRule {
+    #[allow(dead_code)] // used by Policy::find (handle.rs)
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathRule::Any => true,
@@ -181,6 +184,7 @@ impl Access {
 }
 
 /// One compiled route.
+#[allow(dead_code)] // fields read by handle.rs and forward.rs
 #[derive(Clone, Debug)]
 pub struct Route {
     /// 1-based position in the policy, for logs and messages.
@@ -202,6 +206,7 @@ pub struct Route {
 }
 
 /// Who is asking, as the session says.
+#[allow(dead_code)] // built by handle.rs from the session
 #[derive(Clone, Copy, Debug)]
 pub struct Identity<'a> {
     /// As the IdP sent it; compared case-insensitively.
@@ -211,6 +216,7 @@ pub struct Identity<'a> {
 }
 
 /// Why a signed-in user was refused; the 403 page shows `message()`.
+#[allow(dead_code)] // used by handle.rs and the 403 page
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DenyReason {
     /// No rule of the route names this user, their domain or a group of theirs.
@@ -219,6 +225,7 @@ pub enum DenyReason {
     EmailNotVerified,
 }
 
+#[allow(dead_code)] // used by the 403 page
 impl DenyReason {
     pub fn message(self) -> &'static str {
         match self {
@@ -239,12 +246,15 @@ impl fmt::Display for DenyReason {
     }
 }
 
+/// What `Route::verdict` decided.
+#[allow(dead_code)] // used by handle.rs
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
     Deny(DenyReason),
 }
 
+#[allow(dead_code)] // used by handle.rs
 impl Route {
     pub fn is_public(&self) -> bool {
         self.access.public
@@ -256,16 +266,12 @@ impl Route {
         if a.public || a.any_authenticated {
             return Verdict::Allow;
         }
-        if id
-            .groups
-            .iter()
-            .any(|g| a.groups.iter().any(|allowed| allowed == g))
-        {
+        if id.groups.iter().any(|g| a.groups.contains(g)) {
             return Verdict::Allow;
         }
         let email = id.email.trim().to_lowercase();
         let listed = !email.is_empty()
-            && (a.users.iter().any(|u| *u == email)
+            && (a.users.contains(&email)
                 || email
                     .rsplit_once('@')
                     .is_some_and(|(_, d)| a.domains.iter().any(|allowed| allowed == d)));
@@ -283,6 +289,7 @@ pub struct Policy {
     pub routes: Vec<Route>,
 }
 
+#[allow(dead_code)] // used by handle.rs
 impl Policy {
     /// The first route whose `from` answers for this host and port and whose path rule takes `path`. `host` and
     /// `port` come from `normalize_host`; `path` is already normalized by the caller.
@@ -387,9 +394,11 @@ mod tests {
         }
     }
 
+    type HostCase<'a> = (&'a str, Option<(&'a str, Option<u16>)>);
+
     #[test]
     fn normalize_host_table() {
-        let cases: &[(&str, Option<(&str, Option<u16>)>)] = &[
+        let cases: &[HostCase] = &[
             ("app.example.com", Some(("app.example.com", None))),
             ("APP.Example.COM", Some(("app.example.com", None))),
             ("app.example.com.", Some(("app.example.com", None))),

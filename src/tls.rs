@@ -48,6 +48,7 @@ pub fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// The shared client configuration: webpki roots plus the certificates in SSL_CERT_FILE (read once, at first use).
+#[allow(dead_code)] // used by client.rs and forward.rs
 pub fn client_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     CONFIG
@@ -65,6 +66,7 @@ pub fn client_config() -> Arc<ClientConfig> {
 /// A client configuration trusting webpki roots, the PEM file `extra_file` (if any) and `extra` certificates
 /// (a route's tls_custom_ca). A problem with the file is returned beside the configuration, which still works
 /// with the other roots.
+#[allow(dead_code)] // used by client_config, and forward.rs for tls_custom_ca
 pub fn client_config_with(
     extra_file: Option<&Path>,
     extra: &[CertificateDer<'static>],

@@ -84,18 +84,8 @@ pub enum ConfigError {
         line: Option<usize>,
         message: String,
     },
-    /// One key of one route is wrong.
-    Route {
-        doc: Doc,
-        line: Option<usize>,
-        /// 1-based position in the policy list.
-        index: usize,
-        from: Option<String>,
-        key: &'static str,
-        expected: String,
-        found: String,
-        hint: Option<String>,
-    },
+    /// One key of one route is wrong (boxed: it is the largest variant).
+    Route(Box<RouteProblem>),
     /// Settings that cannot hold together (both named in the message).
     Conflict { message: String },
     /// A file named by a setting could not be read.
@@ -104,6 +94,20 @@ pub enum ConfigError {
         path: PathBuf,
         message: String,
     },
+}
+
+/// What is wrong with one key of one route, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteProblem {
+    pub doc: Doc,
+    pub line: Option<usize>,
+    /// 1-based position in the policy list.
+    pub index: usize,
+    pub from: Option<String>,
+    pub key: &'static str,
+    pub expected: String,
+    pub found: String,
+    pub hint: Option<String>,
 }
 
 impl ConfigError {
@@ -132,16 +136,17 @@ impl fmt::Display for ConfigError {
                 write!(f, "{setting}: expected {expected}, found {found}")
             }
             ConfigError::Yaml { doc, line, message } => write!(f, "{}: {message}", doc.at(*line)),
-            ConfigError::Route {
-                doc,
-                line,
-                index,
-                from,
-                key,
-                expected,
-                found,
-                hint,
-            } => {
+            ConfigError::Route(p) => {
+                let RouteProblem {
+                    doc,
+                    line,
+                    index,
+                    from,
+                    key,
+                    expected,
+                    found,
+                    hint,
+                } = p.as_ref();
                 write!(f, "{}: route {index}", doc.at(*line))?;
                 if let Some(from) = from {
                     write!(f, " ({from})")?;

@@ -88,6 +88,7 @@ impl ItemLines {
     }
 
     /// Line where item `index` (0-based) starts.
+    #[cfg(test)]
     pub(crate) fn item(&self, index: usize) -> Option<usize> {
         self.items.get(index).map(|(s, _)| *s)
     }

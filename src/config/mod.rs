@@ -15,7 +15,6 @@ mod secret;
 mod url_check;
 mod value;
 
-pub use duration::{parse as parse_duration, show as show_duration};
 pub use error::{ConfigError, ConfigErrors, Doc, Setting};
 pub use secret::{generate_base64 as generate_secret, Secret};
 
@@ -40,6 +39,7 @@ pub enum IdpKind {
 }
 
 /// The identity provider postern signs users in with.
+#[allow(dead_code)] // client_secret is read by authn
 #[derive(Clone, Debug)]
 pub struct Idp {
     pub kind: IdpKind,
@@ -52,6 +52,7 @@ pub struct Idp {
 }
 
 /// The session cookie.
+#[allow(dead_code)] // secret is read by session.rs
 #[derive(Clone)]
 pub struct CookieOptions {
     pub name: String,
@@ -78,6 +79,7 @@ impl std::fmt::Debug for CookieOptions {
 }
 
 /// Everything postern runs with, checked and compiled.
+#[allow(dead_code)] // fields read by main.rs, server.rs, authn
 pub struct Config {
     /// Where to listen.
     pub address: SocketAddr,
@@ -141,6 +143,7 @@ pub fn load(
     .load()
 }
 
+#[allow(dead_code)] // used by tests; handy for --check on a snippet
 /// Load from YAML text instead of a file (tests, `--check` on a snippet). `path` is used in messages only.
 pub fn load_str(
     path: &Path,

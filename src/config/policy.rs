@@ -1,7 +1,7 @@
 //! Policy YAML → compiled routes. Every key of every route is checked and every problem reported with the
 //! route's position, its `from`, and the key's line where it can be found.
 
-use super::error::{shown, ConfigError, Doc};
+use super::error::{shown, ConfigError, Doc, RouteProblem};
 use super::lines::ItemLines;
 use super::value::{
     describe, is_header_name, is_header_value, scalar_text, yaml_bool, yaml_list, yaml_map,
@@ -147,7 +147,7 @@ impl RouteCheck<'_> {
         found: impl Into<String>,
         hint: Option<&str>,
     ) {
-        self.errors.push(ConfigError::Route {
+        self.errors.push(ConfigError::Route(Box::new(RouteProblem {
             doc: self.doc.clone(),
             line: self.lines.key(self.index, key),
             index: self.index + 1,
@@ -156,7 +156,7 @@ impl RouteCheck<'_> {
             expected: expected.into(),
             found: found.into(),
             hint: hint.map(str::to_string),
-        });
+        })));
     }
 
     fn bool(&mut self, key: &'static str, v: &Option<Value>) -> bool {

@@ -917,4 +917,3 @@ routes:
     assert_eq!(find("pub.example.com", "/status"), None);
     assert_eq!(find("pub.example.com:8443", "/other"), None);
 }
-

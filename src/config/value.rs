@@ -65,14 +65,6 @@ impl Raw {
             Raw::Yaml(v) => yaml_bool(v),
         }
     }
-
-    /// How to show this value in an error (never for secrets).
-    pub(crate) fn shown(&self) -> String {
-        match self {
-            Raw::Text(s) => super::error::shown(s),
-            Raw::Yaml(v) => describe(v),
-        }
-    }
 }
 
 /// A YAML list of scalars as strings. `Err` carries what was found.
