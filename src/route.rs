@@ -56,6 +56,28 @@ impl Origin {
         }
     }
 
+    /// Is `url` on exactly this origin (same scheme, host and port)? For redirect targets: stricter than
+    /// `matches`, since a URL postern sends a browser to must be the one the configuration names.
+    #[allow(dead_code)] // used by authn (redirect targets)
+    pub fn is_origin_of(&self, url: &url::Url) -> bool {
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return false,
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return false,
+        };
+        https == self.https
+            && host == self.host
+            && url.port_or_known_default() == Some(self.port)
+            && url.username().is_empty()
+            && url.password().is_none()
+    }
+
     /// Would the two origins answer for the same requests?
     pub fn overlaps(&self, other: &Origin) -> bool {
         self.host == other.host
@@ -297,6 +319,14 @@ impl Policy {
         self.routes
             .iter()
             .find(|r| r.from.matches(host, port) && r.path.matches(path))
+    }
+
+    /// The route origin a URL is on, if any (a redirect target must be one, or the authenticate host).
+    pub fn origin_of_url(&self, url: &url::Url) -> Option<&Origin> {
+        self.routes
+            .iter()
+            .map(|r| &r.from)
+            .find(|o| o.is_origin_of(url))
     }
 
     /// The origin of some route on this host, whatever the path (postern's own endpoints, redirect targets).
@@ -561,6 +591,30 @@ mod tests {
         assert_eq!(find("unknown.example.com", "/"), None);
         assert!(policy.has_host("app.example.com", Some(443)).is_some());
         assert!(policy.has_host("nope.example.com", None).is_none());
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let origin_of = |s: &str| policy.origin_of_url(&url(s)).map(|o| o.url());
+        assert_eq!(
+            origin_of("https://APP.example.com./x?y"),
+            Some("https://app.example.com".into())
+        );
+        assert_eq!(
+            origin_of("https://app.example.com:443/"),
+            Some("https://app.example.com".into())
+        );
+        assert_eq!(
+            origin_of("https://app.example.com:8443/"),
+            Some("https://app.example.com:8443".into())
+        );
+        for bad in [
+            "http://app.example.com/",
+            "https://app.example.com:80/",
+            "https://evil.test/",
+            "https://app.example.com@evil.test/",
+            "https://user@app.example.com/",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(origin_of(bad), None, "{bad}");
+        }
     }
 
     /// Verdict table (B12, B14): route rules × identity → verdict.

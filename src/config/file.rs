@@ -78,7 +78,7 @@ impl ConfigFile {
     pub(crate) fn parse(path: &Path, text: String) -> Result<ConfigFile, ConfigError> {
         let doc = Doc::File(path.to_path_buf());
         let options: Option<FileOptions> =
-            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(doc, &e))?;
+            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(doc, &e, &text))?;
         Ok(ConfigFile {
             path: path.to_path_buf(),
             text,

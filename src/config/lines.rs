@@ -93,16 +93,29 @@ impl ItemLines {
         self.items.get(index).map(|(s, _)| *s)
     }
 
-    /// Line of `key:` inside item `index` (0-based); the item's first line if the key is not found.
+    /// Line of `key:` inside item `index` (0-based), looking only at the item's own keys (not at keys of maps
+    /// nested in it); the item's first line if the key is not found.
     pub(crate) fn key(&self, index: usize, key: &str) -> Option<usize> {
         let (first, past) = *self.items.get(index)?;
-        let found = (first..past).find(|&n| {
-            let Some(line) = self.lines.get(n - 1) else {
-                return false;
-            };
-            let t = line.trim_start();
-            let t = t.strip_prefix('-').map(str::trim_start).unwrap_or(t);
-            starts_with_key(t, key)
+        let line_at = |n: usize| self.lines.get(n.checked_sub(1)?).map(String::as_str);
+        let first_line = line_at(first)?;
+        let dash = indent(first_line);
+        let after_dash = first_line.get(dash + 1..).unwrap_or("");
+        let inline_key = after_dash.trim_start();
+        // The column of the item's keys: where the first key after `- ` starts, or the next line's indent.
+        let key_col = if inline_key.is_empty() || inline_key.starts_with('#') {
+            (first + 1..past)
+                .filter_map(line_at)
+                .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map(indent)?
+        } else {
+            dash + 1 + (after_dash.len() - inline_key.len())
+        };
+        if starts_with_key(inline_key, key) {
+            return Some(first);
+        }
+        let found = (first + 1..past).find(|&n| {
+            line_at(n).is_some_and(|l| indent(l) == key_col && starts_with_key(l.trim_start(), key))
         });
         found.or(Some(first))
     }
@@ -126,6 +139,12 @@ mod tests {
         assert_eq!(items.key(1, "allowed_users"), Some(9));
         assert_eq!(items.key(1, "regex"), Some(7));
         assert_eq!(ItemLines::find(text, Some("policy"), 3).item(0), None);
+        // Keys of nested maps are not the route's own.
+        let nested = "- from: https://a\n  set_request_headers:\n    to: x\n  to: http://b\n-\n  from: https://c\n  to: http://d\n";
+        let items = ItemLines::find(nested, None, 2);
+        assert_eq!(items.key(0, "to"), Some(4));
+        assert_eq!(items.key(1, "to"), Some(7));
+        assert_eq!(items.key(1, "from"), Some(6));
     }
 
     #[test]

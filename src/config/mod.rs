@@ -281,6 +281,14 @@ impl Loader<'_> {
     }
 
     fn load(mut self) -> Result<Config, ConfigErrors> {
+        for key in policy::UNSUPPORTED_POMERIUM_KEYS {
+            let name = key.to_ascii_uppercase();
+            if (self.env)(&name).is_some_and(|v| !v.trim().is_empty()) {
+                self.warnings.push(format!(
+                    "{name} is a Pomerium setting postern does not support; ignored"
+                ));
+            }
+        }
         if let Some((setting, s)) = self.text("services") {
             if !s.eq_ignore_ascii_case("all") {
                 self.invalid(
@@ -549,7 +557,9 @@ impl Loader<'_> {
         };
         let provider_url = match (self.text("idp_provider_url"), kind) {
             (None, Some(IdpKind::Google)) => url::Url::parse(GOOGLE_URL).ok(),
-            (None, _) => {
+            // Without a known provider kind, a missing URL is not worth a second message.
+            (None, None) => None,
+            (None, Some(IdpKind::Oidc)) => {
                 self.missing(
                     "idp_provider_url",
                     "the issuer URL of the OpenID Connect provider, e.g. https://id.example.com",
@@ -797,6 +807,12 @@ impl Loader<'_> {
                     return None;
                 }
                 Err(found) => {
+                    let found = if b64.contains("from:") {
+                        "plain YAML; POLICY holds base64 (for plain YAML use POLICY_FILE or `policy:` in --config)"
+                            .to_string()
+                    } else {
+                        found
+                    };
                     self.invalid(
                         &Setting::Env("POLICY".into()),
                         "base64 of a YAML list of routes (`base64 -w0 policy.yaml`)",
@@ -894,6 +910,20 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+}
+
+#[allow(dead_code)] // used by authn
+impl Idp {
+    /// Where the provider's OpenID Connect discovery document is.
+    pub fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.issuer())
+    }
+
+    /// The provider URL without the trailing `/` the URL parser adds (Google's issuer is exactly
+    /// `https://accounts.google.com`); compare it with the discovery document's `issuer` up to a trailing slash.
+    pub fn issuer(&self) -> String {
+        self.provider_url.as_str().trim_end_matches('/').to_string()
     }
 }
 

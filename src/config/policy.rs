@@ -50,24 +50,41 @@ pub(crate) struct PolicyDoc {
 }
 
 /// A YAML error from serde, split into message and line.
-pub(crate) fn yaml_error(doc: Doc, e: &serde_yaml_ng::Error) -> ConfigError {
+pub(crate) fn yaml_error(doc: Doc, e: &serde_yaml_ng::Error, text: &str) -> ConfigError {
     let line = e.location().map(|l| l.line());
     let mut message = e.to_string();
     // serde_yaml_ng appends " at line L column C"; the line is shown in front instead.
     if let Some(cut) = message.find(" at line ") {
         message.truncate(cut);
     }
-    ConfigError::Yaml {
-        doc,
-        line,
-        message: friendlier(&message),
+    let mut message = friendlier(&message);
+    // The guide's mistake in a third indentation: a list item of emails where YAML expects a key.
+    let bad_line = line
+        .and_then(|n| text.lines().nth(n.saturating_sub(1)))
+        .unwrap_or("");
+    if bad_line.trim_start().starts_with('-') && bad_line.contains('@') {
+        message.push_str(&format!(
+            " (found {}); {USERS_HINT}",
+            shown(bad_line.trim())
+        ));
     }
+    ConfigError::Yaml { doc, line, message }
 }
 
 /// serde's wording, made for a person: `policy[0]: ` becomes `route 1: `, and an unknown key gets a
 /// "did you mean" instead of the list of every known key.
 fn friendlier(message: &str) -> String {
-    let mut out = message.to_string();
+    let mut out = message
+        .trim_start_matches('.')
+        .replace(
+            "struct RouteRaw",
+            "a route (a map with from:, to:, allowed_users: ...)",
+        )
+        .replace(
+            "struct FileOptions",
+            "a map of settings (address:, policy: ...)",
+        )
+        .replace("expected a sequence", "expected a list");
     for list in ["policy[", "routes[", "["] {
         if let Some(rest) = out.strip_prefix(list) {
             if let Some((n, tail)) = rest.split_once("]") {
@@ -95,12 +112,62 @@ fn friendlier(message: &str) -> String {
             .min_by_key(|k| edit_distance(unknown, k))
             .filter(|k| edit_distance(unknown, k) <= 3);
         out = match best {
+            _ if UNSUPPORTED_POMERIUM_KEYS.contains(&unknown) => {
+                format!("{head} (a Pomerium setting postern does not support; remove it)")
+            }
             Some(k) => format!("{head} (did you mean `{k}`?)"),
             None => format!("{head} (known keys: {})", known.join(", ")),
         };
     }
     out
 }
+
+/// Settings and route keys of Pomerium that postern does not have. In the file they are errors like any unknown
+/// key (with a clearer message); in the environment they are warned about.
+pub(crate) const UNSUPPORTED_POMERIUM_KEYS: &[&str] = &[
+    "authorize_service_url",
+    "authenticate_internal_url",
+    "authenticate_callback_path",
+    "autocert",
+    "autocert_dir",
+    "autocert_use_staging",
+    "cache_service_url",
+    "certificate_authority",
+    "certificate_authority_file",
+    "client_ca",
+    "cookie_refresh",
+    "databroker_service_url",
+    "forward_auth_url",
+    "grpc_address",
+    "grpc_client_dns_roundrobin",
+    "grpc_client_timeout",
+    "grpc_insecure",
+    "http_redirect_addr",
+    "idp_service_account",
+    "jwt_claims_headers",
+    "metrics_address",
+    "override_certificate_name",
+    "pomerium_debug",
+    "proxy_root_domain",
+    "refresh_cooldown",
+    "signing_key",
+    "timeout_idle",
+    "timeout_read",
+    "timeout_write",
+    "tracing_provider",
+    // route keys
+    "allowed_idp_claims",
+    "host_rewrite",
+    "host_rewrite_header",
+    "idle_timeout",
+    "prefix_rewrite",
+    "regex_rewrite_pattern",
+    "regex_rewrite_substitution",
+    "set_response_headers",
+    "tls_client_cert",
+    "tls_client_key",
+    "tls_downstream_client_ca",
+];
 
 /// Levenshtein distance; indices stay within the two rows built here.
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -120,7 +187,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Parse a standalone policy document (env POLICY, POLICY_FILE): a YAML list of routes.
 pub(crate) fn parse_list(text: &str, doc: Doc) -> Result<PolicyDoc, ConfigError> {
     let routes: Option<Vec<RouteRaw>> =
-        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(doc.clone(), &e))?;
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(doc.clone(), &e, text))?;
     let routes = routes.unwrap_or_default();
     let lines = ItemLines::find(text, None, routes.len());
     Ok(PolicyDoc { doc, routes, lines })
@@ -209,7 +276,10 @@ impl RouteCheck<'_> {
         match url_check::origin(&s) {
             Ok(o) => Some(o),
             Err(expected) => {
-                self.fail("from", expected, shown(&s), None);
+                let hint = expected
+                    .contains("no path")
+                    .then_some("to give a route part of a host, use `prefix:` or `path:`");
+                self.fail("from", expected, shown(&s), hint);
                 None
             }
         }

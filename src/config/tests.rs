@@ -917,3 +917,87 @@ routes:
     assert_eq!(find("pub.example.com", "/status"), None);
     assert_eq!(find("pub.example.com:8443", "/other"), None);
 }
+
+/// The guide's mistake with the emails at the route's own indentation: a YAML syntax error, with the same hint.
+#[test]
+fn guide_broken_policy_syntax_error_reading() {
+    let broken = "- from: https://httpbin.int.nas.example\n  to: http://httpbin\n  - your.email.address@gmail.com\n";
+    let e = errors_of(load_env(&with(
+        guide_env(),
+        &[("POLICY", Some(&b64(broken)))],
+    )));
+    assert!(
+        e.contains("POLICY (base64 YAML) line 3") && e.contains("allowed_users:"),
+        "{e}"
+    );
+    let broken = "- from: https://httpbin.int.nas.example\n  to: http://httpbin\n- your.email.address@gmail.com\n";
+    let e = errors_of(load_env(&with(
+        guide_env(),
+        &[("POLICY", Some(&b64(broken)))],
+    )));
+    assert!(
+        e.contains("line 3: route 2: invalid type") && e.contains("expected a route"),
+        "{e}"
+    );
+    assert!(e.contains("allowed_users:"), "{e}");
+}
+
+#[test]
+fn hints_for_common_mistakes() {
+    // Plain YAML in POLICY.
+    let e = errors_of(load_env(&with(
+        guide_env(),
+        &[("POLICY", Some(GUIDE_POLICY))],
+    )));
+    assert!(e.contains("found plain YAML; POLICY holds base64"), "{e}");
+    // A path in `from`.
+    let policy = "- from: https://a.example.com/admin\n  to: http://b\n  allow_any_authenticated_user: true\n";
+    let e = errors_of(load_env(&with(
+        guide_env(),
+        &[("POLICY", Some(&b64(policy)))],
+    )));
+    assert!(e.contains("use `prefix:` or `path:`"), "{e}");
+    // Pomerium settings postern does not have: an error in the file, a warning in the env.
+    let e = errors_of(load_yaml(
+        "authorize_service_url: https://authz.example.com\n",
+        &guide_env(),
+    ));
+    assert!(e.contains("line 1: unknown field `authorize_service_url` (a Pomerium setting postern does not support"), "{e}");
+    let c = ok(load_env(&with(
+        guide_env(),
+        &[("AUTHORIZE_SERVICE_URL", Some("https://authz.example.com"))],
+    )));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("AUTHORIZE_SERVICE_URL is a Pomerium setting")),
+        "{:?}",
+        c.warnings
+    );
+    // A missing provider kind is one message, not two.
+    let e = errors_of(load_env(&with(guide_env(), &[("IDP_PROVIDER", None)])));
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.starts_with("IDP_PROVIDER is not set"), "{e}");
+}
+
+#[test]
+fn idp_urls() {
+    let c = ok(load_env(&guide_env()));
+    assert_eq!(c.idp.issuer(), "https://accounts.google.com");
+    assert_eq!(
+        c.idp.discovery_url(),
+        "https://accounts.google.com/.well-known/openid-configuration"
+    );
+    let env = with(
+        guide_env(),
+        &[
+            ("IDP_PROVIDER", Some("oidc")),
+            ("IDP_PROVIDER_URL", Some("http://127.0.0.1:3000/oidc/")),
+        ],
+    );
+    let c = ok(load_env(&env));
+    assert_eq!(
+        c.idp.discovery_url(),
+        "http://127.0.0.1:3000/oidc/.well-known/openid-configuration"
+    );
+}
