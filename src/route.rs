@@ -5,8 +5,10 @@
 //! the first match wins.
 
 use futures_rustls::rustls::pki_types::CertificateDer;
+use futures_rustls::rustls::ClientConfig;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A public origin postern answers for: a route's `from`, or the authenticate host.
@@ -106,7 +108,7 @@ fn authority(host: &str, port: u16, default_port: bool) -> String {
 
 /// Where a route's requests go (`to`).
 #[allow(dead_code)] // fields read by forward.rs
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Upstream {
     pub https: bool,
     /// Lower-cased, no brackets around IPv6 addresses; what to connect to.
@@ -121,6 +123,8 @@ pub struct Upstream {
     pub tls_skip_verify: bool,
     /// Extra trust roots for this upstream (tls_custom_ca / tls_custom_ca_file), already parsed.
     pub tls_custom_ca: Vec<CertificateDer<'static>>,
+    /// This upstream's own TLS client settings when it needs them (custom CA, skip verify); built at load.
+    pub tls_config: Option<Arc<ClientConfig>>,
 }
 
 impl Upstream {
@@ -135,7 +139,27 @@ impl Upstream {
             tls_server_name: None,
             tls_skip_verify: false,
             tls_custom_ca: Vec::new(),
+            tls_config: None,
         }
+    }
+
+    /// The TLS client settings to connect with; `None` for plain-http upstreams.
+    #[allow(dead_code)] // used by forward.rs
+    pub fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        if !self.https {
+            return None;
+        }
+        Some(
+            self.tls_config
+                .clone()
+                .unwrap_or_else(crate::tls::client_config),
+        )
+    }
+
+    /// The name for SNI and the certificate check: tls_server_name, else the host.
+    #[allow(dead_code)] // used by forward.rs
+    pub fn server_name(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
 }
 

@@ -3,10 +3,19 @@
 //!
 //! Both use rustls with the ring provider, chosen explicitly so no process-wide default provider is needed.
 
+use futures_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use futures_rustls::rustls::crypto::ring::default_provider;
+use futures_rustls::rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use futures_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use futures_rustls::rustls::pki_types::{ServerName, UnixTime};
+use futures_rustls::rustls::{
+    ClientConfig, DigitallySignedStruct, Error, RootCertStore, ServerConfig, SignatureScheme,
+};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -111,6 +120,82 @@ pub fn client_config_with(
     (Arc::new(config), problem)
 }
 
+/// The client configuration for one https upstream that needs its own: extra trust roots (tls_custom_ca) or no
+/// certificate check at all (tls_skip_verify). Built once at load; other upstreams share `client_config()`.
+pub fn upstream_client_config(
+    custom_ca: &[CertificateDer<'static>],
+    skip_verify: bool,
+) -> Arc<ClientConfig> {
+    if !skip_verify {
+        let extra = std::env::var_os("SSL_CERT_FILE");
+        let (config, _) = client_config_with(extra.as_deref().map(Path::new), custom_ca);
+        return config;
+    }
+    let provider = Arc::new(default_provider());
+    let builder = match ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b,
+        Err(_) => ClientConfig::builder(),
+    };
+    let mut config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// tls_skip_verify: any certificate is accepted, but the handshake signatures are still checked (so the
+/// connection is at least encrypted to whoever holds the certificate's key).
+#[derive(Debug)]
+struct SkipVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -151,6 +236,52 @@ pub(crate) mod tests {
         assert!(
             parse_certs(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").is_err()
         );
+    }
+
+    pub const CA: &str = include_str!("testdata/ca.crt");
+    const LEAF: &str = include_str!("testdata/leaf.crt");
+    const LEAF_KEY: &str = include_str!("testdata/leaf.key");
+
+    /// Run a handshake in memory between `client` and a server holding the test leaf certificate.
+    fn handshake(client: Arc<ClientConfig>, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        use futures_rustls::rustls::{ClientConnection, ServerConnection};
+        let certs = parse_certs(LEAF.as_bytes()).unwrap();
+        let server = server_config(certs, parse_key(LEAF_KEY.as_bytes()).unwrap()).unwrap();
+        let mut s = ServerConnection::new(server).unwrap();
+        let mut c =
+            ClientConnection::new(client, ServerName::try_from(name.to_string()).unwrap()).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(c.alpn_protocol().map(<[u8]>::to_vec));
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn upstream_trust_settings_decide_handshakes() {
+        let ca = parse_certs(CA.as_bytes()).unwrap();
+        // Default roots: the private CA is unknown.
+        assert!(handshake(upstream_client_config(&[], false), "backend.internal").is_err());
+        // tls_custom_ca: trusted, ALPN http/1.1 agreed.
+        let alpn = handshake(upstream_client_config(&ca, false), "backend.internal").unwrap();
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        // ... but only for the name in the certificate (tls_server_name exists for this).
+        assert!(handshake(upstream_client_config(&ca, false), "other.internal").is_err());
+        // tls_skip_verify: any certificate, any name.
+        assert!(handshake(upstream_client_config(&[], true), "other.internal").is_ok());
     }
 
     #[test]

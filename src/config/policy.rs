@@ -169,20 +169,39 @@ pub(crate) const UNSUPPORTED_POMERIUM_KEYS: &[&str] = &[
     "tls_downstream_client_ca",
 ];
 
-/// Levenshtein distance; indices stay within the two rows built here.
+/// Levenshtein distance, one row at a time.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (cb, pair) in b.iter().zip(prev.windows(2)) {
+            let (diag, up) = match pair {
+                [d, u] => (*d, *u),
+                _ => (usize::MAX / 2, usize::MAX / 2),
+            };
+            let left = cur.last().copied().unwrap_or(usize::MAX / 2);
+            cur.push((diag + usize::from(ca != *cb)).min(up + 1).min(left + 1));
         }
         prev = cur;
     }
-    prev[b.len()]
+    prev.last().copied().unwrap_or(0)
 }
+
+/// Headers a route may neither set nor remove: Host (preserve_host_header decides it) and the ones that frame the
+/// message or the connection, which the forwarder owns.
+const FRAMING_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+];
 
 /// Parse a standalone policy document (env POLICY, POLICY_FILE): a YAML list of routes.
 pub(crate) fn parse_list(text: &str, doc: Doc) -> Result<PolicyDoc, ConfigError> {
@@ -548,7 +567,16 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
             match yaml_map(v) {
                 Ok(pairs) => {
                     for (k, val) in pairs {
-                        if !is_header_name(&k) || !is_header_value(&val) {
+                        if FRAMING_HEADERS.iter().any(|f| f.eq_ignore_ascii_case(&k)) {
+                            c.fail(
+                                "set_request_headers",
+                                "headers other than Host and the message framing ones",
+                                shown(&k),
+                                Some(
+                                    "postern sets those itself (see preserve_host_header for Host)",
+                                ),
+                            );
+                        } else if !is_header_name(&k) || !is_header_value(&val) {
                             c.fail(
                                 "set_request_headers",
                                 "header names and one-line values",
@@ -570,7 +598,17 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
         }
         let mut remove_request_headers = Vec::new();
         for name in c.list("remove_request_headers", &raw.remove_request_headers) {
-            if is_header_name(&name) {
+            if FRAMING_HEADERS
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&name))
+            {
+                c.fail(
+                    "remove_request_headers",
+                    "headers other than Host and the message framing ones",
+                    shown(&name),
+                    None,
+                );
+            } else if is_header_name(&name) {
                 remove_request_headers.push(name.to_ascii_lowercase());
             } else {
                 c.fail("remove_request_headers", "header names", shown(&name), None);
@@ -641,6 +679,9 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
         }
         to.tls_server_name = tls_server_name;
         to.tls_skip_verify = tls_skip_verify;
+        if to.https && (tls_skip_verify || !tls_custom_ca.is_empty()) {
+            to.tls_config = Some(tls::upstream_client_config(&tls_custom_ca, tls_skip_verify));
+        }
         to.tls_custom_ca = tls_custom_ca;
         routes.push(Route {
             index: index + 1,

@@ -518,6 +518,14 @@ fn route_rules() {
             "`tls_server_name`",
         ),
         (
+            "  allowed_users: [a@b.c]\n  set_request_headers: {Content-Length: \"0\"}\n",
+            "other than Host and the message framing",
+        ),
+        (
+            "  allowed_users: [a@b.c]\n  remove_request_headers: [Transfer-Encoding]\n",
+            "other than Host and the message framing",
+        ),
+        (
             "  allowed_users: [a@b.c]\n  tls_custom_ca: \"bm90IHBlbQ==\"\n",
             "`tls_custom_ca` must be base64 of PEM",
         ),
@@ -905,6 +913,12 @@ routes:
     assert_eq!(app.to.authority, "backend.example.com:8443");
     assert_eq!(app.to.tls_server_name.as_deref(), Some("backend.internal"));
     assert_eq!(app.to.tls_custom_ca.len(), 1);
+    assert!(app.to.tls_config.is_some() && app.to.client_config().is_some());
+    assert_eq!(app.to.server_name(), "backend.internal");
+    assert!(admin.to.client_config().is_none(), "plain http upstream");
+    assert!(app.to.tls_config.is_some() && app.to.client_config().is_some());
+    assert_eq!(app.to.server_name(), "backend.internal");
+    assert!(admin.to.client_config().is_none(), "plain http upstream");
     assert!(public.is_public());
     assert_eq!(public.to.authority, "[::1]:9002");
     let find = |h: &str, p: &str| {
