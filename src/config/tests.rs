@@ -1015,3 +1015,40 @@ fn idp_urls() {
         "http://127.0.0.1:3000/oidc/.well-known/openid-configuration"
     );
 }
+
+#[test]
+fn policy_file() {
+    let dir = std::env::temp_dir().join(format!("postern-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.yaml");
+    std::fs::write(
+        &path,
+        "# routes\n- from: https://a.example.com\n  to: http://b\n  allowed_user: [x@y.z]\n",
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let e = errors_of(load_env(&with(
+        without_policy(),
+        &[("POLICY_FILE", Some(&p))],
+    )));
+    assert!(
+        e.contains(&format!(
+            "{p} line 4: route 1: unknown field `allowed_user`"
+        )),
+        "{e}"
+    );
+    std::fs::write(&path, GUIDE_POLICY).unwrap();
+    let c = ok(load_yaml(&format!("policy_file: {p}\n"), &without_policy()));
+    assert_eq!(c.policy.routes.len(), 1);
+    let e = errors_of(load_env(&with(guide_env(), &[("POLICY_FILE", Some(&p))])));
+    assert!(e.contains("POLICY and POLICY_FILE are both set"), "{e}");
+    let e = errors_of(load_env(&with(
+        without_policy(),
+        &[("POLICY_FILE", Some("/nonexistent/p.yaml"))],
+    )));
+    assert!(
+        e.contains("POLICY_FILE: cannot read /nonexistent/p.yaml"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
