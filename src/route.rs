@@ -67,14 +67,8 @@ impl Origin {
             "http" => false,
             _ => return false,
         };
-        let host = match url.host() {
-            Some(url::Host::Domain(d)) => d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return false,
-        };
         https == self.https
-            && host == self.host
+            && url_host(url).is_some_and(|h| h == self.host)
             && url.port_or_known_default() == Some(self.port)
             && url.username().is_empty()
             && url.password().is_none()
@@ -359,6 +353,18 @@ impl Policy {
             .iter()
             .map(|r| &r.from)
             .find(|o| o.matches(host, port))
+    }
+}
+
+/// A URL's host as origins store it: lower-case, no trailing dot, no IPv6 brackets. `None` for names a Host
+/// header could not carry (`*`, `%`, spaces).
+pub fn url_host(url: &url::Url) -> Option<String> {
+    match url.host()? {
+        url::Host::Domain(d) => normalize_host(d)
+            .filter(|(_, port)| port.is_none())
+            .map(|(h, _)| h),
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(ip.to_string()),
     }
 }
 

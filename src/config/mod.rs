@@ -490,12 +490,17 @@ impl Loader<'_> {
     }
 
     fn pem_file(&mut self, (setting, s): (Setting, String)) -> Option<(Setting, Vec<u8>)> {
-        let path = PathBuf::from(&s);
+        let pem = self.read_file(&setting, PathBuf::from(&s))?;
+        Some((setting, pem))
+    }
+
+    /// Read a file a setting names; a failure is reported against that setting.
+    fn read_file(&mut self, setting: &Setting, path: PathBuf) -> Option<Vec<u8>> {
         match std::fs::read(&path) {
-            Ok(pem) => Some((setting, pem)),
+            Ok(bytes) => Some(bytes),
             Err(e) => {
                 self.errors.push(ConfigError::Io {
-                    setting,
+                    setting: setting.clone(),
                     path,
                     message: e.to_string(),
                 });
@@ -899,14 +904,11 @@ impl Loader<'_> {
     }
 
     fn policy_file(&mut self, setting: Setting, path: PathBuf) -> Option<PolicyDoc> {
-        match std::fs::read_to_string(&path) {
+        let bytes = self.read_file(&setting, path.clone())?;
+        match String::from_utf8(bytes) {
             Ok(text) => self.policy_text(&text, Doc::PolicyFile(path)),
-            Err(e) => {
-                self.errors.push(ConfigError::Io {
-                    setting,
-                    path,
-                    message: e.to_string(),
-                });
+            Err(_) => {
+                self.invalid(&setting, "a YAML file", "bytes that are not UTF-8 text");
                 None
             }
         }

@@ -1,8 +1,8 @@
 //! Checking the URLs of the configuration: a route's `from` and `to`, AUTHENTICATE_SERVICE_URL, IDP_PROVIDER_URL.
 //! Each check returns what was expected when it fails; the caller adds what was found.
 
-use crate::route::{normalize_host, Origin, Upstream};
-use url::{Host, Url};
+use crate::route::{url_host, Origin, Upstream};
+use url::Url;
 
 /// Parse an http(s) URL with a host and no userinfo. `Err` is the "expected ..." text.
 fn parse(s: &str) -> Result<Url, String> {
@@ -23,18 +23,6 @@ fn parse(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// The host as postern stores it: lower-case, no trailing dot, no brackets. `None` for names with characters a
-/// Host header could never carry (`*`, `%`).
-fn host_of(url: &Url) -> Option<String> {
-    match url.host()? {
-        Host::Domain(d) => normalize_host(d)
-            .filter(|(_, port)| port.is_none())
-            .map(|(h, _)| h),
-        Host::Ipv4(ip) => Some(ip.to_string()),
-        Host::Ipv6(ip) => Some(ip.to_string()),
-    }
-}
-
 /// Scheme, host and port only: no path (other than `/`), query or fragment.
 fn bare(s: &str) -> Result<(bool, String, u16), String> {
     let url = parse(s)?;
@@ -44,7 +32,7 @@ fn bare(s: &str) -> Result<(bool, String, u16), String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("a URL with no ?query or #fragment".into());
     }
-    let host = host_of(&url).ok_or("a URL whose host is a plain DNS name or IP address")?;
+    let host = url_host(&url).ok_or("a URL whose host is a plain DNS name or IP address")?;
     let https = url.scheme() == "https";
     let port = url
         .port_or_known_default()
@@ -70,7 +58,7 @@ pub(crate) fn with_path(s: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("a URL with no ?query or #fragment".into());
     }
-    host_of(&url).ok_or("a URL whose host is a plain DNS name or IP address")?;
+    url_host(&url).ok_or("a URL whose host is a plain DNS name or IP address")?;
     Ok(url)
 }
 
