@@ -319,6 +319,17 @@ def test_sign_in_with_foreign_redirect_is_refused(stack, signed_in):
                   timeout=harness.HTTP_TIMEOUT)
         assert r.status_code == 400, f"sign-in to {target} (signed_in={signed_in}): {r.status_code} {r.text[:300]}"
         assert "evil" not in (r.headers.get("Location") or ""), r.headers
+    # The sign-in link postern itself made, with only its target swapped for a foreign one.
+    first = get(s, stack.postern.url("domain", "/get"))  # a route host without a session yet
+    assert first.status_code == 302, first.status_code
+    link = urlsplit(first.headers["Location"])
+    q = parse_qs(link.query)
+    assert "pomerium_redirect_uri" in q, link.geturl()
+    q["pomerium_redirect_uri"] = ["https://evil.example.net/"]
+    r = s.get(f"{link.scheme}://{link.netloc}{link.path}", params=q, allow_redirects=False,
+              timeout=harness.HTTP_TIMEOUT)
+    assert r.status_code == 400, f"altered sign-in link (signed_in={signed_in}): {r.status_code} {r.text[:300]}"
+    assert "evil" not in (r.headers.get("Location") or ""), r.headers
     s.close()
 
 
