@@ -348,3 +348,25 @@ def test_route_handoff_with_forged_token_is_refused(stack, browser):
                                                                    f"httpbin.{harness.TEST_DOMAIN}")
     assert COOKIE not in route_cookies(browser, f"httpbin.{harness.TEST_DOMAIN}")
 
+
+
+def test_secrets_tokens_and_cookies_never_reach_the_log(stack):
+    """After a real sign-in at debug log level, postern's log holds none of the secrets, codes or cookies."""
+    s = new_browser(stack.certs)
+    walk = harness.login(s, stack.postern.url("httpbin", "/get"), ALICE)
+    assert walk.response.status_code == 200, walk.trace()
+    secrets_seen = {"COOKIE_SECRET": stack.postern.env["COOKIE_SECRET"],
+                    "IDP_CLIENT_SECRET": stack.postern.env["IDP_CLIENT_SECRET"]}
+    for c in s.cookies:
+        if c.value and len(c.value) >= 16:
+            secrets_seen[f"cookie {c.name}@{c.domain}"] = c.value
+    for hop in walk.hops:
+        for k, vs in parse_qs(urlsplit(hop.url).query).items():
+            if k in ("code", "state", "nonce", "code_challenge") or k.startswith("pomerium_"):
+                for v in vs:
+                    if len(v) >= 16 and not v.startswith("http"):
+                        secrets_seen[f"{k} in {host_of(hop.url)}{urlsplit(hop.url).path}"] = v
+    s.close()
+    log = stack.postern.proc.log.read_text(errors="replace")
+    leaked = [name for name, value in secrets_seen.items() if value in log]
+    assert not leaked, f"postern's log ({stack.postern.proc.log}) contains: {leaked}"
