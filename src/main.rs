@@ -1,4 +1,5 @@
 mod http;
 mod reply;
+mod seal;
 
 fn main() {}
