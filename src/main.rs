@@ -1,5 +1,6 @@
 mod http;
 mod reply;
 mod seal;
+mod session;
 
 fn main() {}
