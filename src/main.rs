@@ -1,3 +1,4 @@
+mod authn;
 mod http;
 mod reply;
 mod seal;

@@ -14,7 +14,11 @@ impl Reply {
         let mut headers = Headers::with_capacity(4);
         headers.append("content-type", content_type);
         headers.append("cache-control", "no-store");
-        Reply { status, headers, body: body.into() }
+        Reply {
+            status,
+            headers,
+            body: body.into(),
+        }
     }
 
     /// A `302 Found` to `location` (already validated by the caller: only policy or authenticate hosts).

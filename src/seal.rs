@@ -83,7 +83,10 @@ pub enum OpenError {
     /// Made by another format version of postern.
     UnknownVersion(u8),
     /// A valid-looking token made for another purpose (e.g. a state token offered as a session).
-    WrongPurpose { expected: Purpose, found: Option<Purpose> },
+    WrongPurpose {
+        expected: Purpose,
+        found: Option<Purpose>,
+    },
     /// Authentication failed: altered, sealed under another secret, or sealed for another host.
     BadTag,
     /// Opened fine but its lifetime ended (expiry + leeway is in the past).
@@ -120,7 +123,10 @@ pub struct SealError;
 
 impl fmt::Display for SealError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "could not seal a token: the system random number generator failed")
+        write!(
+            f,
+            "could not seal a token: the system random number generator failed"
+        )
     }
 }
 
@@ -140,12 +146,21 @@ impl fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Sealer {
-        Sealer { cipher: XChaCha20Poly1305::new(Key::from_slice(key)), rng: SystemRandom::new() }
+        Sealer {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(key)),
+            rng: SystemRandom::new(),
+        }
     }
 
     /// Seals `payload` for `purpose` and `audience` (a host, with port when not the default), valid until `expires`
     /// (unix seconds).
-    pub fn seal(&self, purpose: Purpose, audience: &str, expires: u64, payload: &[u8]) -> Result<String, SealError> {
+    pub fn seal(
+        &self,
+        purpose: Purpose,
+        audience: &str,
+        expires: u64,
+        payload: &[u8],
+    ) -> Result<String, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| SealError)?;
         self.seal_with_nonce(purpose, audience, expires, payload, &nonce)
@@ -166,7 +181,13 @@ impl Sealer {
         let aad = associated_data(&header, audience);
         let sealed = self
             .cipher
-            .encrypt(XNonce::from_slice(nonce), Payload { msg: &plain, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| SealError)?;
         let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + sealed.len());
         out.extend_from_slice(&header);
@@ -177,11 +198,19 @@ impl Sealer {
 
     /// Opens a token sealed for `purpose` and `audience`, checking its expiry against `now` (unix seconds). Total:
     /// any input gives `Ok` or a typed error.
-    pub fn open(&self, purpose: Purpose, audience: &str, now: u64, token: &str) -> Result<Vec<u8>, OpenError> {
+    pub fn open(
+        &self,
+        purpose: Purpose,
+        audience: &str,
+        now: u64,
+        token: &str,
+    ) -> Result<Vec<u8>, OpenError> {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(OpenError::Malformed);
         }
-        let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).map_err(|_| OpenError::Malformed)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| OpenError::Malformed)?;
         if raw.len() < HEADER_LEN + NONCE_LEN + TAG_LEN + EXPIRY_LEN {
             return Err(OpenError::Malformed);
         }
@@ -191,19 +220,31 @@ impl Sealer {
             return Err(OpenError::UnknownVersion(header[0]));
         }
         if header[1] != purpose.byte() {
-            return Err(OpenError::WrongPurpose { expected: purpose, found: Purpose::from_byte(header[1]) });
+            return Err(OpenError::WrongPurpose {
+                expected: purpose,
+                found: Purpose::from_byte(header[1]),
+            });
         }
         let aad = associated_data(header, audience);
         let plain = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| OpenError::BadTag)?;
         let (expiry, payload) = plain.split_at(EXPIRY_LEN);
         let mut be = [0u8; EXPIRY_LEN];
         be.copy_from_slice(expiry);
         let expires = u64::from_be_bytes(be);
         if now > expires.saturating_add(LEEWAY_SECS) {
-            return Err(OpenError::Expired { expired_at: expires, now });
+            return Err(OpenError::Expired {
+                expired_at: expires,
+                now,
+            });
         }
         Ok(payload.to_vec())
     }
@@ -220,7 +261,10 @@ fn associated_data(header: &[u8], audience: &str) -> Vec<u8> {
 
 /// Unix time in seconds (0 if the clock is before 1970, which then makes every token look expired, not valid).
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `n` random bytes, base64url: for nonces, PKCE verifiers and browser-binding values.
@@ -239,7 +283,10 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// The primitive itself, against draft-irtf-cfrg-xchacha-03 appendix A.3.1.
@@ -257,7 +304,9 @@ sunscreen would be it.";
             "c0875924c1c7987947deafd8780acf49"
         ));
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&key));
-        let out = cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg, aad: &aad }).unwrap();
+        let out = cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad: &aad })
+            .unwrap();
         assert_eq!(out, expected);
     }
 
@@ -265,21 +314,56 @@ sunscreen would be it.";
     #[test]
     fn token_format_known_answer() {
         let s = Sealer::new(&KEY);
-        let t = s.seal_with_nonce(Purpose::Session, "app.example.com", NOW, b"hello", &[1u8; 24]).unwrap();
+        let t = s
+            .seal_with_nonce(
+                Purpose::Session,
+                "app.example.com",
+                NOW,
+                b"hello",
+                &[1u8; 24],
+            )
+            .unwrap();
         assert!(t.starts_with("AQE")); // version 1, purpose 1
         assert_eq!(t, KAT_TOKEN);
-        assert_eq!(s.open(Purpose::Session, "app.example.com", NOW, KAT_TOKEN).unwrap(), b"hello");
+        assert_eq!(
+            s.open(Purpose::Session, "app.example.com", NOW, KAT_TOKEN)
+                .unwrap(),
+            b"hello"
+        );
     }
-    const KAT_TOKEN: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQGxdANNoqU_n1WO--9I_y2BsyCcACswOONaOslf5g";
+    const KAT_TOKEN: &str =
+        "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQGxdANNoqU_n1WO--9I_y2BsyCcACswOONaOslf5g";
 
     #[test]
     fn round_trip_and_fresh_nonces() {
         let s = Sealer::new(&KEY);
-        let a = s.seal(Purpose::Handoff, "app.example.com:8443", NOW + 300, b"payload").unwrap();
-        let b = s.seal(Purpose::Handoff, "app.example.com:8443", NOW + 300, b"payload").unwrap();
+        let a = s
+            .seal(
+                Purpose::Handoff,
+                "app.example.com:8443",
+                NOW + 300,
+                b"payload",
+            )
+            .unwrap();
+        let b = s
+            .seal(
+                Purpose::Handoff,
+                "app.example.com:8443",
+                NOW + 300,
+                b"payload",
+            )
+            .unwrap();
         assert_ne!(a, b);
-        assert_eq!(s.open(Purpose::Handoff, "app.example.com:8443", NOW, &a).unwrap(), b"payload");
-        assert_eq!(s.open(Purpose::Handoff, "app.example.com:8443", NOW, &b).unwrap(), b"payload");
+        assert_eq!(
+            s.open(Purpose::Handoff, "app.example.com:8443", NOW, &a)
+                .unwrap(),
+            b"payload"
+        );
+        assert_eq!(
+            s.open(Purpose::Handoff, "app.example.com:8443", NOW, &b)
+                .unwrap(),
+            b"payload"
+        );
         let empty = s.seal(Purpose::State, "auth", NOW, b"").unwrap();
         assert_eq!(s.open(Purpose::State, "auth", NOW, &empty).unwrap(), b"");
     }
@@ -287,31 +371,67 @@ sunscreen would be it.";
     #[test]
     fn refusals() {
         let s = Sealer::new(&KEY);
-        let t = s.seal(Purpose::Session, "app.example.com", NOW + 100, b"alice").unwrap();
+        let t = s
+            .seal(Purpose::Session, "app.example.com", NOW + 100, b"alice")
+            .unwrap();
         let open = |p, aud: &str, now, tok: &str| s.open(p, aud, now, tok);
         // Wrong purpose: named.
         assert_eq!(
             open(Purpose::Handoff, "app.example.com", NOW, &t),
-            Err(OpenError::WrongPurpose { expected: Purpose::Handoff, found: Some(Purpose::Session) })
+            Err(OpenError::WrongPurpose {
+                expected: Purpose::Handoff,
+                found: Some(Purpose::Session)
+            })
         );
         // Wrong audience, wrong key.
-        assert_eq!(open(Purpose::Session, "evil.example.com", NOW, &t), Err(OpenError::BadTag));
-        assert_eq!(open(Purpose::Session, "app.example.com:443", NOW, &t), Err(OpenError::BadTag));
-        assert_eq!(Sealer::new(&OTHER_KEY).open(Purpose::Session, "app.example.com", NOW, &t), Err(OpenError::BadTag));
-        // Expiry, with the leeway.
-        assert!(open(Purpose::Session, "app.example.com", NOW + 100 + LEEWAY_SECS, &t).is_ok());
         assert_eq!(
-            open(Purpose::Session, "app.example.com", NOW + 101 + LEEWAY_SECS, &t),
-            Err(OpenError::Expired { expired_at: NOW + 100, now: NOW + 101 + LEEWAY_SECS })
+            open(Purpose::Session, "evil.example.com", NOW, &t),
+            Err(OpenError::BadTag)
+        );
+        assert_eq!(
+            open(Purpose::Session, "app.example.com:443", NOW, &t),
+            Err(OpenError::BadTag)
+        );
+        assert_eq!(
+            Sealer::new(&OTHER_KEY).open(Purpose::Session, "app.example.com", NOW, &t),
+            Err(OpenError::BadTag)
+        );
+        // Expiry, with the leeway.
+        assert!(open(
+            Purpose::Session,
+            "app.example.com",
+            NOW + 100 + LEEWAY_SECS,
+            &t
+        )
+        .is_ok());
+        assert_eq!(
+            open(
+                Purpose::Session,
+                "app.example.com",
+                NOW + 101 + LEEWAY_SECS,
+                &t
+            ),
+            Err(OpenError::Expired {
+                expired_at: NOW + 100,
+                now: NOW + 101 + LEEWAY_SECS
+            })
         );
         // Purpose byte rewritten in clear: refused as wrong purpose or, if it claims the right one, by the tag.
         let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
         raw[1] = Purpose::Handoff.byte();
         let forged = URL_SAFE_NO_PAD.encode(&raw);
-        assert_eq!(open(Purpose::Handoff, "app.example.com", NOW, &forged), Err(OpenError::BadTag));
+        assert_eq!(
+            open(Purpose::Handoff, "app.example.com", NOW, &forged),
+            Err(OpenError::BadTag)
+        );
         raw[0] = 9;
         assert_eq!(
-            open(Purpose::Handoff, "app.example.com", NOW, &URL_SAFE_NO_PAD.encode(&raw)),
+            open(
+                Purpose::Handoff,
+                "app.example.com",
+                NOW,
+                &URL_SAFE_NO_PAD.encode(&raw)
+            ),
             Err(OpenError::UnknownVersion(9))
         );
     }
@@ -319,13 +439,19 @@ sunscreen would be it.";
     #[test]
     fn every_bit_flip_is_refused() {
         let s = Sealer::new(&KEY);
-        let t = s.seal(Purpose::Session, "h", NOW + 100, b"alice@example.com").unwrap();
+        let t = s
+            .seal(Purpose::Session, "h", NOW + 100, b"alice@example.com")
+            .unwrap();
         let raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
         for i in 0..raw.len() {
             for bit in 0..8 {
                 let mut r = raw.clone();
                 r[i] ^= 1 << bit;
-                assert!(s.open(Purpose::Session, "h", NOW, &URL_SAFE_NO_PAD.encode(&r)).is_err(), "byte {i} bit {bit}");
+                assert!(
+                    s.open(Purpose::Session, "h", NOW, &URL_SAFE_NO_PAD.encode(&r))
+                        .is_err(),
+                    "byte {i} bit {bit}"
+                );
             }
         }
     }
@@ -333,23 +459,47 @@ sunscreen would be it.";
     #[test]
     fn truncation_and_garbage_never_panic() {
         let s = Sealer::new(&KEY);
-        let t = s.seal(Purpose::Session, "h", NOW + 100, b"alice@example.com").unwrap();
+        let t = s
+            .seal(Purpose::Session, "h", NOW + 100, b"alice@example.com")
+            .unwrap();
         for n in 0..t.len() {
-            assert!(s.open(Purpose::Session, "h", NOW, &t[..n]).is_err(), "prefix {n}");
+            assert!(
+                s.open(Purpose::Session, "h", NOW, &t[..n]).is_err(),
+                "prefix {n}"
+            );
         }
         let long = "A".repeat(MAX_TOKEN_CHARS + 1);
-        for bad in ["", "=", "AQE=", "!!!!", "AQEB AQEB", "é", "AQEB\0", "%41%51", long.as_str()] {
+        for bad in [
+            "",
+            "=",
+            "AQE=",
+            "!!!!",
+            "AQEB AQEB",
+            "é",
+            "AQEB\0",
+            "%41%51",
+            long.as_str(),
+        ] {
             assert!(s.open(Purpose::Session, "h", NOW, bad).is_err(), "{bad:?}");
         }
         // Valid base64 of the right length but random bytes.
         let junk = URL_SAFE_NO_PAD.encode([1u8; 80]);
-        assert_eq!(s.open(Purpose::Session, "h", NOW, &junk), Err(OpenError::BadTag));
+        assert_eq!(
+            s.open(Purpose::Session, "h", NOW, &junk),
+            Err(OpenError::BadTag)
+        );
     }
 
     #[test]
     fn errors_say_what_failed() {
-        let e = OpenError::WrongPurpose { expected: Purpose::Session, found: Some(Purpose::State) };
-        assert_eq!(e.to_string(), "sealed token is for state but was used as session");
+        let e = OpenError::WrongPurpose {
+            expected: Purpose::Session,
+            found: Some(Purpose::State),
+        };
+        assert_eq!(
+            e.to_string(),
+            "sealed token is for state but was used as session"
+        );
         assert!(OpenError::BadTag.to_string().contains("another host"));
         assert!(random_token(32).unwrap().len() == 43);
     }

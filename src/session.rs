@@ -86,7 +86,10 @@ impl CookieSettings {
 }
 
 fn is_own_cookie(base: &str, cookie_name: &str) -> bool {
-    cookie_name == base || cookie_name.strip_prefix(base).is_some_and(|rest| rest.starts_with('_'))
+    cookie_name == base
+        || cookie_name
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('_'))
 }
 
 /// The `name=value` pairs of one `Cookie` header value, in order. Pairs without `=` or with an empty name are
@@ -99,20 +102,34 @@ pub fn cookie_pairs(header_value: &str) -> impl Iterator<Item = (&str, &str)> {
             return None;
         }
         let value = value.trim();
-        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
         Some((name, value))
     })
 }
 
 /// Every value of cookie `name` across all `Cookie` headers, in order (duplicates are real: a parent-domain cookie
 /// and a host cookie may share a name).
-pub fn cookie_values<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    headers.get_all("cookie").flat_map(cookie_pairs).filter(move |(n, _)| *n == name).map(|(_, v)| v)
+pub fn cookie_values<'a>(
+    headers: &'a Headers,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all("cookie")
+        .flat_map(cookie_pairs)
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// Seals a session for `audience` (the host it is set on). Groups are dropped from the end if the cookie would be
 /// too large (narrowing access, never widening it); the caller should already have kept only policy groups.
-pub fn seal_session(sealer: &Sealer, audience: &str, session: &Session) -> Result<String, SealError> {
+pub fn seal_session(
+    sealer: &Sealer,
+    audience: &str,
+    session: &Session,
+) -> Result<String, SealError> {
     let mut s = session.clone();
     loop {
         let json = serde_json::to_vec(&s).map_err(|_| SealError)?;
@@ -139,17 +156,33 @@ pub fn seal_session(sealer: &Sealer, audience: &str, session: &Session) -> Resul
 }
 
 /// Opens one sealed session value.
-pub fn open_session(sealer: &Sealer, audience: &str, now: u64, value: &str) -> Result<Session, SessionError> {
-    let json = sealer.open(Purpose::Session, audience, now, value).map_err(SessionError::Open)?;
+pub fn open_session(
+    sealer: &Sealer,
+    audience: &str,
+    now: u64,
+    value: &str,
+) -> Result<Session, SessionError> {
+    let json = sealer
+        .open(Purpose::Session, audience, now, value)
+        .map_err(SessionError::Open)?;
     let s: Session = serde_json::from_slice(&json).map_err(|_| SessionError::Payload)?;
     if now > s.expires.saturating_add(crate::seal::LEEWAY_SECS) {
-        return Err(SessionError::Open(OpenError::Expired { expired_at: s.expires, now }));
+        return Err(SessionError::Open(OpenError::Expired {
+            expired_at: s.expires,
+            now,
+        }));
     }
     Ok(s)
 }
 
 /// The first session cookie named `name` in the request that opens; `None` when absent or none is valid.
-pub fn session_from_headers(sealer: &Sealer, audience: &str, now: u64, headers: &Headers, name: &str) -> Option<Session> {
+pub fn session_from_headers(
+    sealer: &Sealer,
+    audience: &str,
+    now: u64,
+    headers: &Headers,
+    name: &str,
+) -> Option<Session> {
     let mut last_err = None;
     for v in cookie_values(headers, name) {
         match open_session(sealer, audience, now, v) {
@@ -174,7 +207,9 @@ impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionError::Open(e) => write!(f, "{e}"),
-            SessionError::Payload => write!(f, "session cookie opened but its content is not a session"),
+            SessionError::Payload => {
+                write!(f, "session cookie opened but its content is not a session")
+            }
         }
     }
 }
@@ -203,7 +238,10 @@ pub fn strip_own_cookies(header_value: &str, base: &str) -> Option<String> {
 /// Applies [`strip_own_cookies`] to every `Cookie` header and joins what is left into one header (HTTP/1.1
 /// upstreams expect a single `Cookie`), or none.
 pub fn strip_own_cookie_headers(headers: &mut Headers, base: &str) {
-    let kept: Vec<String> = headers.get_all("cookie").filter_map(|v| strip_own_cookies(v, base)).collect();
+    let kept: Vec<String> = headers
+        .get_all("cookie")
+        .filter_map(|v| strip_own_cookies(v, base))
+        .collect();
     headers.remove("cookie");
     if !kept.is_empty() {
         headers.append("cookie", kept.join("; "));
@@ -228,7 +266,13 @@ mod tests {
     }
 
     fn settings() -> CookieSettings {
-        CookieSettings { name: "_pomerium".into(), domain: None, secure: true, http_only: true, expire_secs: 50400 }
+        CookieSettings {
+            name: "_pomerium".into(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            expire_secs: 50400,
+        }
     }
 
     fn headers(cookies: &[&str]) -> Headers {
@@ -246,7 +290,12 @@ mod tests {
             s.set_cookie("_pomerium", "abc", 50400),
             "_pomerium=abc; Path=/; Max-Age=50400; HttpOnly; Secure; SameSite=Lax"
         );
-        let s2 = CookieSettings { domain: Some("example.com".into()), secure: false, http_only: false, ..settings() };
+        let s2 = CookieSettings {
+            domain: Some("example.com".into()),
+            secure: false,
+            http_only: false,
+            ..settings()
+        };
         assert_eq!(
             s2.clear_cookie("_pomerium_csrf"),
             "_pomerium_csrf=; Path=/; Domain=example.com; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; SameSite=Lax"
@@ -275,7 +324,13 @@ mod tests {
         ];
         for (cookies, want) in cases {
             let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
-            let got = session_from_headers(&sealer, "app.example.com", NOW, &headers(&refs), "_pomerium");
+            let got = session_from_headers(
+                &sealer,
+                "app.example.com",
+                NOW,
+                &headers(&refs),
+                "_pomerium",
+            );
             assert_eq!(got.is_some(), want, "{cookies:?}");
             if want {
                 assert_eq!(got.unwrap(), alice());
@@ -292,17 +347,30 @@ mod tests {
         assert!(open_session(&sealer, "app.example.com", NOW + 3600 + 61, &tok).is_err());
         let mut t = tok.into_bytes();
         t[40] = if t[40] == b'A' { b'B' } else { b'A' };
-        assert!(open_session(&sealer, "app.example.com", NOW, &String::from_utf8(t).unwrap()).is_err());
+        assert!(open_session(
+            &sealer,
+            "app.example.com",
+            NOW,
+            &String::from_utf8(t).unwrap()
+        )
+        .is_err());
         // A token of the right purpose whose content is not a session.
-        let other = sealer.seal(Purpose::Session, "app.example.com", NOW + 10, b"[1,2]").unwrap();
-        assert_eq!(open_session(&sealer, "app.example.com", NOW, &other), Err(SessionError::Payload));
+        let other = sealer
+            .seal(Purpose::Session, "app.example.com", NOW + 10, b"[1,2]")
+            .unwrap();
+        assert_eq!(
+            open_session(&sealer, "app.example.com", NOW, &other),
+            Err(SessionError::Payload)
+        );
     }
 
     #[test]
     fn many_groups_fit_the_cookie() {
         let sealer = Sealer::new(&[1; 32]);
         let mut s = alice();
-        s.groups = (0..200).map(|i| format!("group-{i:03}-{}", "x".repeat(90))).collect();
+        s.groups = (0..200)
+            .map(|i| format!("group-{i:03}-{}", "x".repeat(90)))
+            .collect();
         let tok = seal_session(&sealer, "h", &s).unwrap();
         assert!(tok.len() <= MAX_COOKIE_VALUE);
         let back = open_session(&sealer, "h", NOW, &tok).unwrap();
@@ -315,7 +383,10 @@ mod tests {
     #[test]
     fn strip_own_cookies_table() {
         let cases = [
-            ("appsession=abc; _pomerium=xyz; theme=dark; _pomerium_csrf=zzz", Some("appsession=abc; theme=dark")),
+            (
+                "appsession=abc; _pomerium=xyz; theme=dark; _pomerium_csrf=zzz",
+                Some("appsession=abc; theme=dark"),
+            ),
             ("_pomerium=xyz", None),
             ("_pomerium=xyz; _pomerium_0=a; _pomerium_signedout=1", None),
             ("", None),
@@ -325,7 +396,11 @@ mod tests {
             (" _pomerium = x ; a=1", Some("a=1")),
         ];
         for (input, want) in cases {
-            assert_eq!(strip_own_cookies(input, "_pomerium").as_deref(), want, "{input:?}");
+            assert_eq!(
+                strip_own_cookies(input, "_pomerium").as_deref(),
+                want,
+                "{input:?}"
+            );
         }
         let mut h = headers(&["a=1; _pomerium=x", "_pomerium_csrf=y", "b=2"]);
         h.append("x-other", "1");

@@ -12,7 +12,9 @@ impl Headers {
     }
 
     pub fn with_capacity(n: usize) -> Self {
-        Headers { list: Vec::with_capacity(n) }
+        Headers {
+            list: Vec::with_capacity(n),
+        }
     }
 
     /// The first value of `name` (lower-case expected, compared case-insensitively).
