@@ -1,4 +1,5 @@
 mod authn;
+mod client;
 mod http;
 mod reply;
 mod seal;

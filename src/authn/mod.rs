@@ -2,3 +2,4 @@
 //! callback and sign-out.
 
 pub mod idtoken;
+pub mod oidc;
