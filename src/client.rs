@@ -386,7 +386,7 @@ fn parse_response(
         } else if header_values(&headers, "transfer-encoding")
             .any(|v| v.to_ascii_lowercase().contains("chunked"))
         {
-            decode_chunked(body_bytes).map_err(|d| bad(d))?
+            decode_chunked(body_bytes).map_err(bad)?
         } else if let Some(cl) = header_values(&headers, "content-length").next() {
             let cl: usize = cl
                 .trim()
