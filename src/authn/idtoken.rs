@@ -223,6 +223,8 @@ pub struct Expected<'a> {
     pub nonce: &'a str,
     /// Unix seconds.
     pub now: u64,
+    /// A second accepted `iss` (Google's id_tokens may say `accounts.google.com` without the scheme).
+    pub alt_issuer: Option<&'a str>,
 }
 
 /// The claims postern keeps from a verified id_token.
@@ -275,6 +277,8 @@ pub enum IdTokenError {
         now: u64,
     },
     Nonce,
+    /// The userinfo answer cannot be used.
+    Userinfo(&'static str),
 }
 
 impl fmt::Display for IdTokenError {
@@ -318,6 +322,7 @@ impl fmt::Display for IdTokenError {
                 "id_token refused: iat {iat} is in the future (now {now}, leeway {LEEWAY_SECS}s; check the clocks)"
             ),
             IdTokenError::Nonce => write!(f, "id_token refused: nonce does not match this sign-in"),
+            IdTokenError::Userinfo(why) => write!(f, "userinfo refused: {why}"),
         }
     }
 }
@@ -383,7 +388,7 @@ pub fn verify(token: &str, jwks: &Jwks, expect: &Expected<'_>) -> Result<Claims,
     let s = |name: &str| claims.get(name).and_then(Value::as_str);
 
     let iss = s("iss");
-    if iss != Some(expect.issuer) {
+    if iss != Some(expect.issuer) && (iss.is_none() || iss != expect.alt_issuer) {
         return Err(IdTokenError::Issuer {
             expected: expect.issuer.into(),
             found: iss.map(str::to_owned),
@@ -427,12 +432,30 @@ pub fn verify(token: &str, jwks: &Jwks, expect: &Expected<'_>) -> Result<Claims,
         return Err(IdTokenError::Nonce);
     }
 
-    let email_verified = match claims.get("email_verified") {
+    let mut out = Claims {
+        sub: s("sub").map(str::to_owned),
+        email: None,
+        email_verified: false,
+        name: None,
+        groups: vec![],
+        iat,
+        exp,
+    };
+    take_profile(&mut out, &claims);
+    Ok(out)
+}
+
+/// Reads email, email_verified, name and groups from an id_token's claims or a userinfo answer.
+fn take_profile(out: &mut Claims, claims: &serde_json::Map<String, Value>) {
+    let s = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    out.email = s("email");
+    out.email_verified = match claims.get("email_verified") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(v)) => v.eq_ignore_ascii_case("true"),
         _ => false,
     };
-    let groups = match claims.get("groups") {
+    out.name = s("name");
+    out.groups = match claims.get("groups") {
         Some(Value::Array(list)) => list
             .iter()
             .filter_map(Value::as_str)
@@ -440,15 +463,22 @@ pub fn verify(token: &str, jwks: &Jwks, expect: &Expected<'_>) -> Result<Claims,
             .collect(),
         _ => Vec::new(),
     };
-    Ok(Claims {
-        sub: s("sub").map(str::to_owned),
-        email: s("email").map(str::to_owned),
-        email_verified,
-        name: s("name").map(str::to_owned),
-        groups,
-        iat,
-        exp,
-    })
+}
+
+/// Takes the profile claims from the IdP's userinfo answer, for IdPs that keep them out of the id_token (OpenID
+/// Connect lets them; `oidc-provider` does so by default). Its `sub` must be the id_token's (OIDC Core 5.3.2).
+pub fn merge_userinfo(claims: &mut Claims, userinfo: &Value) -> Result<(), IdTokenError> {
+    let Value::Object(map) = userinfo else {
+        return Err(IdTokenError::Userinfo("answer is not a JSON object"));
+    };
+    let sub = map.get("sub").and_then(Value::as_str);
+    if sub.is_none() || sub != claims.sub.as_deref() {
+        return Err(IdTokenError::Userinfo(
+            "its sub differs from the id_token's",
+        ));
+    }
+    take_profile(claims, map);
+    Ok(())
 }
 
 fn check_signature(
@@ -609,7 +639,32 @@ mod tests {
             client_id: CLIENT,
             nonce: "n-123",
             now: NOW,
+            alt_issuer: None,
         }
+    }
+
+    #[test]
+    fn alt_issuer_and_userinfo() {
+        let c = with(json!({"iss": "accounts.google.com"}));
+        let e = Expected {
+            alt_issuer: Some("accounts.google.com"),
+            ..expect()
+        };
+        assert!(verify(&forged_rs256("rsa-1", &c), &jwks(), &e).is_ok());
+        assert!(verify(&forged_rs256("rsa-1", &c), &jwks(), &expect()).is_err());
+        let bare =
+            with(json!({"email": null, "email_verified": null, "name": null, "groups": null}));
+        let mut c = verify(&forged_rs256("rsa-1", &bare), &jwks(), &expect()).unwrap();
+        assert_eq!((c.email.as_deref(), c.email_verified), (None, false));
+        assert!(merge_userinfo(&mut c, &json!({"sub": "u2", "email": "x@y"})).is_err());
+        assert!(merge_userinfo(&mut c, &json!({"email": "x@y"})).is_err());
+        assert!(merge_userinfo(&mut c, &json!([])).is_err());
+        let info = json!({"sub": "u1", "email": "bob@example.com", "email_verified": "true", "groups": ["g"]});
+        merge_userinfo(&mut c, &info).unwrap();
+        assert_eq!(
+            (c.email.as_deref(), c.email_verified, c.groups.len()),
+            (Some("bob@example.com"), true, 1)
+        );
     }
 
     fn claims() -> Value {

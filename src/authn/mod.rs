@@ -506,7 +506,14 @@ impl Authn {
             .to_owned();
 
         if let Some(err) = query_param(t, "error") {
-            let desc = query_param(t, "error_description").unwrap_or_default();
+            // Anyone can craft this URL: show only a short, plain rendering of the IdP's words.
+            let (err, desc) = (
+                plain(&err, 64),
+                plain(
+                    &query_param(t, "error_description").unwrap_or_default(),
+                    200,
+                ),
+            );
             log::warn!("identity provider returned an error: {err} {desc}");
             let msg = format!(
                 "The identity provider did not sign you in ({err}{}{desc}).",
@@ -684,6 +691,14 @@ fn internal_error(html: bool) -> Reply {
         None,
         html,
     )
+}
+
+/// At most `max` characters of `s`, letters, digits, spaces and simple punctuation only.
+fn plain(s: &str, max: usize) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric() || " _-.,:'()".contains(*c))
+        .take(max)
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

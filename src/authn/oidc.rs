@@ -21,7 +21,7 @@ use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
     EndpointNotSet, EndpointSet, ExtraTokenFields, HttpRequest, HttpResponse, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, StandardRevocableToken,
-    StandardTokenResponse, TokenUrl,
+    StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -73,6 +73,7 @@ struct Discovered {
     authorization_endpoint: Url,
     token_endpoint: Url,
     jwks_uri: Url,
+    userinfo_endpoint: Option<Url>,
     /// Send the client secret in the form body, because the IdP does not list `client_secret_basic`.
     secret_in_body: bool,
 }
@@ -83,6 +84,8 @@ struct DiscoveryDoc {
     authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
+    #[serde(default)]
+    userinfo_endpoint: Option<String>,
     #[serde(default)]
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
@@ -282,6 +285,10 @@ impl Provider {
             authorization_endpoint: parse("authorization_endpoint", &doc.authorization_endpoint)?,
             token_endpoint: parse("token_endpoint", &doc.token_endpoint)?,
             jwks_uri: parse("jwks_uri", &doc.jwks_uri)?,
+            userinfo_endpoint: match &doc.userinfo_endpoint {
+                Some(u) => Some(parse("userinfo_endpoint", u)?),
+                None => None,
+            },
             // RFC 8414: an absent list means client_secret_basic.
             secret_in_body: !methods.is_empty()
                 && !methods.iter().any(|m| m == "client_secret_basic")
@@ -386,9 +393,10 @@ impl Provider {
             client_id: &self.settings.client_id,
             nonce,
             now,
+            alt_issuer: (self.settings.kind == IdpKind::Google).then_some("accounts.google.com"),
         };
         let jwks = self.jwks(&d).await?;
-        match idtoken::verify(id_token, &jwks, &expect) {
+        let mut claims = match idtoken::verify(id_token, &jwks, &expect) {
             Err(IdTokenError::UnknownKid(kid)) => {
                 let recently = self
                     .jwks_fetched
@@ -399,10 +407,51 @@ impl Provider {
                 }
                 log::info!("id_token names an unknown key id; fetching the IdP's JWKS again (key rotation?)");
                 let jwks = self.fetch_jwks(&d).await?;
-                idtoken::verify(id_token, &jwks, &expect).map_err(OidcError::IdToken)
+                idtoken::verify(id_token, &jwks, &expect).map_err(OidcError::IdToken)?
             }
-            other => other.map_err(OidcError::IdToken),
+            other => other.map_err(OidcError::IdToken)?,
+        };
+        if claims.email.is_none() {
+            if let Some(url) = &d.userinfo_endpoint {
+                let info = self.userinfo(url, resp.access_token().secret()).await?;
+                idtoken::merge_userinfo(&mut claims, &info).map_err(OidcError::IdToken)?;
+            }
         }
+        Ok(claims)
+    }
+
+    /// The userinfo endpoint's answer for this access token.
+    async fn userinfo(
+        &self,
+        url: &Url,
+        access_token: &str,
+    ) -> Result<serde_json::Value, OidcError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(url.as_str())
+            .header(header::ACCEPT, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {access_token}"))
+            .body(Vec::new())
+            .map_err(|e| OidcError::Discovery {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
+        let resp = (self.transport)(req)
+            .await
+            .map_err(|error| OidcError::Transport {
+                step: "userinfo",
+                error,
+            })?;
+        if resp.status() != 200 {
+            return Err(OidcError::Discovery {
+                url: url.to_string(),
+                detail: format!("userinfo answered HTTP {}", resp.status().as_u16()),
+            });
+        }
+        serde_json::from_slice(resp.body()).map_err(|_| OidcError::Discovery {
+            url: url.to_string(),
+            detail: "userinfo is not JSON".into(),
+        })
     }
 }
 
@@ -437,6 +486,8 @@ pub(crate) mod fake {
         /// Every request seen: (method, url, body).
         pub seen: RefCell<Vec<(String, String, String)>>,
         pub discovery_fails: Cell<bool>,
+        /// What the userinfo endpoint answers for the access token `at`.
+        pub userinfo: RefCell<serde_json::Value>,
     }
 
     impl FakeIdp {
@@ -446,6 +497,7 @@ pub(crate) mod fake {
                 tokens: RefCell::new(HashMap::new()),
                 seen: RefCell::new(Vec::new()),
                 discovery_fails: Cell::new(false),
+                userinfo: RefCell::new(serde_json::json!({})),
             })
         }
 
@@ -479,10 +531,19 @@ pub(crate) mod fake {
                             "authorization_endpoint": "https://idp.example.com/auth",
                             "token_endpoint": "https://idp.example.com/token",
                             "jwks_uri": "https://idp.example.com/jwks",
+                            "userinfo_endpoint": "https://idp.example.com/me",
                         }),
                     )
                 }
                 "https://idp.example.com/jwks" => json(200, self.jwks.borrow().clone()),
+                "https://idp.example.com/me" => match req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("Bearer at") => json(200, self.userinfo.borrow().clone()),
+                    _ => json(401, serde_json::json!({"error": "invalid_token"})),
+                },
                 "https://idp.example.com/token" => {
                     let code = url::form_urlencoded::parse(body.as_bytes())
                         .find(|(k, _)| k == "code")
@@ -641,6 +702,22 @@ mod tests {
         p.jwks_fetched
             .set(Instant::now().checked_sub(JWKS_REFRESH_INTERVAL * 2));
         assert!(smol::block_on(p.exchange("c2", "v", "n1", NOW)).is_ok());
+        // An id_token without email: the profile comes from userinfo, whose sub must match.
+        let mut bare = claims("n1");
+        bare["sub"] = json!("u1");
+        bare.as_object_mut().unwrap().remove("email");
+        idp.tokens
+            .borrow_mut()
+            .insert("c3".into(), forge::forged_rs256("new", &bare));
+        *idp.userinfo.borrow_mut() =
+            json!({"sub": "u1", "email": "carol@other.example", "email_verified": true});
+        let c = smol::block_on(p.exchange("c3", "v", "n1", NOW)).unwrap();
+        assert_eq!(
+            (c.email.as_deref(), c.email_verified),
+            (Some("carol@other.example"), true)
+        );
+        *idp.userinfo.borrow_mut() = json!({"sub": "someone-else", "email": "mallory@example.com"});
+        assert!(smol::block_on(p.exchange("c3", "v", "n1", NOW)).is_err());
         let jwks_fetches = idp
             .seen
             .borrow()

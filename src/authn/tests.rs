@@ -390,6 +390,18 @@ fn callback_refusals() {
     );
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("access_denied"));
+    let r = run(
+        &a,
+        &req(
+            &cb("&error=x&error_description=%3Cscript%3Ehttps%3A%2F%2Fevil"),
+            &[("_pomerium_csrf", &csrf)],
+        ),
+    );
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        !body.contains("script>") && !body.contains("https://evil"),
+        "{body}"
+    );
     // Unknown code: the token endpoint refuses -> 400; wrong nonce in the token -> 400.
     assert_eq!(
         run(&a, &req(&cb("&code=unknown"), &[("_pomerium_csrf", &csrf)])).status,
