@@ -123,6 +123,23 @@ pub fn cookie_values<'a>(
         .map(|(_, v)| v)
 }
 
+/// The most session JSON that still seals into [`MAX_COOKIE_VALUE`] characters (base64 of header, nonce, tag and
+/// expiry around it).
+const MAX_SESSION_JSON: usize = MAX_COOKIE_VALUE / 4 * 3 - 2 - 24 - 16 - 8;
+
+/// Drops groups from the end (then the name) until the session fits a cookie; narrowing access, never widening it.
+/// Returns how many groups were dropped. Call it once when the session is made, so every host gets the same one.
+pub fn fit(session: &mut Session) -> usize {
+    let groups = session.groups.len();
+    let len = |s: &Session| serde_json::to_vec(s).map(|v| v.len()).unwrap_or(usize::MAX);
+    while len(session) > MAX_SESSION_JSON {
+        if session.groups.pop().is_none() && session.name.take().is_none() {
+            break;
+        }
+    }
+    groups - session.groups.len()
+}
+
 /// Seals a session for `audience` (the host it is set on). Groups are dropped from the end if the cookie would be
 /// too large (narrowing access, never widening it); the caller should already have kept only policy groups.
 pub fn seal_session(
@@ -371,6 +388,12 @@ mod tests {
         s.groups = (0..200)
             .map(|i| format!("group-{i:03}-{}", "x".repeat(90)))
             .collect();
+        let mut fitted = s.clone();
+        let dropped = fit(&mut fitted);
+        assert!(dropped > 150 && !fitted.groups.is_empty(), "{dropped}");
+        let tok = seal_session(&sealer, "h", &fitted).unwrap();
+        assert!(tok.len() <= MAX_COOKIE_VALUE);
+        assert_eq!(open_session(&sealer, "h", NOW, &tok).unwrap(), fitted);
         let tok = seal_session(&sealer, "h", &s).unwrap();
         assert!(tok.len() <= MAX_COOKIE_VALUE);
         let back = open_session(&sealer, "h", NOW, &tok).unwrap();

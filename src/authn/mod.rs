@@ -572,7 +572,7 @@ impl Authn {
                 html,
             );
         };
-        let session = Session {
+        let mut session = Session {
             email,
             email_verified: claims.email_verified,
             name: claims.name,
@@ -584,6 +584,13 @@ impl Authn {
             issued: now,
             expires: now.saturating_add(self.cookie.expire_secs),
         };
+        let dropped = session::fit(&mut session);
+        if dropped > 0 {
+            log::warn!(
+                "session for {}: {dropped} policy groups dropped to fit the cookie",
+                session.email
+            );
+        }
         if !session.email_verified {
             log::warn!(
                 "signed in {} with an email the IdP has not verified: no route will allow it",

@@ -568,3 +568,29 @@ fn paths_and_settings() {
     let a = Authn::new(s, FakeIdp::new(json!({})).transport()).unwrap();
     assert_eq!(a.authenticate_authority(), "auth.example.com:8443");
 }
+
+#[test]
+fn many_policy_groups_still_fit_every_cookie() {
+    // B06: 200 groups of ~100 characters, all named by the policy.
+    let groups: Vec<String> = (0..200)
+        .map(|i| format!("group-{i:03}-{}", "x".repeat(90)))
+        .collect();
+    let idp = FakeIdp::new(json!({"keys": [forge::rsa_jwk("k1")]}));
+    let mut s = settings();
+    s.policy_groups = groups.iter().cloned().collect();
+    let a = Authn::new(s, idp.transport()).unwrap();
+    let sign_in = location(&a.sign_in_redirect(APP, "https://app.example.com/"));
+    let cb = sign_in_at_idp(&a, &idp, &sign_in, |n| {
+        let mut c = claims(n);
+        c["groups"] = json!(groups);
+        c
+    });
+    assert!(cb.headers.get_all("set-cookie").all(|c| c.len() <= 4096));
+    let h = a.handoff(&req(&location(&cb), &[]), "app.example.com", APP);
+    assert!(h.headers.get_all("set-cookie").all(|c| c.len() <= 4096));
+    let c = set_cookie(&h, "_pomerium").unwrap();
+    let session = a
+        .session(&req(APP, &[("_pomerium", &c)]), "app.example.com")
+        .unwrap();
+    assert!(!session.groups.is_empty() && session.groups[0] == groups[0]);
+}
