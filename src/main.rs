@@ -1,12 +1,199 @@
-#[allow(dead_code)] // wired by handle.rs and main.rs on main
-mod authn;
-#[allow(dead_code)] // wired by handle.rs and main.rs on main
-mod client;
-mod http;
-mod reply;
-#[allow(dead_code)] // wired by handle.rs and main.rs on main
-mod seal;
-#[allow(dead_code)] // wired by handle.rs and main.rs on main
-mod session;
+//! postern: a tiny identity-aware access proxy for home servers and NAS boxes.
+//!
+//! How it runs: one thread, one single-threaded smol executor. The accept loop and one task per connection run on
+//! it; a connection's task reads a request head with postern's own HTTP/1.1 codec (src/http), asks `handle` for a
+//! decision (a page, a redirect, or a plan to forward), and carries it out (server.rs writes replies, forward.rs
+//! streams to and from the upstream). The only other threads are smol's reactor and, briefly, its blocking pool
+//! for DNS look-ups.
 
-fn main() {}
+mod authn;
+mod client;
+mod clock;
+mod config;
+mod forward;
+mod handle;
+mod http;
+mod logger;
+mod pages;
+mod reply;
+mod rewrite;
+mod route;
+mod seal;
+mod server;
+mod session;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use argh::FromArgs;
+
+/// postern: an identity-aware access proxy (Pomerium-compatible settings).
+#[derive(FromArgs)]
+struct Cli {
+    /// YAML configuration file (the same keys as the environment variables, in lower case)
+    #[argh(option)]
+    config: Option<PathBuf>,
+
+    /// check the configuration, print every problem, and exit 0 (good) or 1 (bad)
+    #[argh(switch)]
+    check: bool,
+
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    GenSecret(GenSecret),
+}
+
+/// print a new random secret for COOKIE_SECRET or SHARED_SECRET (base64 of 32 bytes)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "gen-secret")]
+struct GenSecret {}
+
+/// Pomerium took `-config FILE`; argh wants `--config`. Accept both spellings.
+fn args() -> Vec<String> {
+    std::env::args()
+        .map(|a| match a.as_str() {
+            "-config" => "--config".to_owned(),
+            "-check" => "--check".to_owned(),
+            "-version" => "--version".to_owned(),
+            _ => match a.strip_prefix("-config=") {
+                Some(v) => format!("--config={v}"),
+                None => a,
+            },
+        })
+        .collect()
+}
+
+fn parse_cli() -> Cli {
+    let args = args();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (cmd, rest) = strs
+        .split_first()
+        .map(|(c, r)| (*c, r))
+        .unwrap_or(("postern", &[]));
+    match Cli::from_args(&[cmd], rest) {
+        Ok(cli) => cli,
+        Err(early) => {
+            let ok = early.status.is_ok();
+            if ok {
+                print!("{}", early.output);
+            } else {
+                eprint!("{}", early.output);
+            }
+            std::process::exit(if ok { 0 } else { 2 });
+        }
+    }
+}
+
+fn gen_secret() -> ExitCode {
+    match seal::random_secret() {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern: cannot read random bytes: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = parse_cli();
+    if cli.version {
+        println!("postern {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(Command::GenSecret(_)) = cli.command {
+        return gen_secret();
+    }
+
+    let loaded = config::load(cli.config.as_deref(), &env);
+    if cli.check {
+        return match loaded {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    println!("warning: {w}");
+                }
+                println!("configuration OK: {}", cfg.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("configuration has {} problem(s):\n{errors}", errors.len());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!(
+                "postern: configuration has {} problem(s):\n{errors}",
+                errors.len()
+            );
+            eprintln!("postern: not started. `postern --check` re-checks the configuration.");
+            return ExitCode::FAILURE;
+        }
+    };
+    logger::init(cfg.log_level);
+    run(cfg)
+}
+
+fn run(cfg: config::Config) -> ExitCode {
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    log::info!(
+        "postern {} starting: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.summary()
+    );
+
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = match smol::net::TcpListener::bind(cfg.address).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot listen on {} (ADDRESS): {e}", cfg.address);
+                return ExitCode::FAILURE;
+            }
+        };
+        let scheme = if cfg.tls.is_some() {
+            "https"
+        } else {
+            "http (INSECURE_SERVER: TLS ends in front of postern)"
+        };
+        log::info!(
+            "listening on {} ({scheme}); {} route(s); sign-in at {}",
+            cfg.address,
+            cfg.policy.len(),
+            cfg.authenticate_url
+        );
+        let tls = cfg.tls.clone();
+        let opts = Rc::new(server::ServerOptions::new(cfg.headers.clone()));
+        let authn = match authn::Authn::new(authn::AuthnSettings::from_config(&cfg)) {
+            Ok(a) => a,
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = Rc::new(handle::App { config: cfg, authn });
+        server::serve(&ex, listener, tls, app, opts).await;
+        ExitCode::SUCCESS
+    }))
+}

@@ -274,6 +274,13 @@ pub fn random_token(n: usize) -> Result<String, SealError> {
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
+/// A new secret for COOKIE_SECRET or SHARED_SECRET: 32 random bytes, standard base64 (`postern gen-secret`).
+pub fn random_secret() -> Result<String, SealError> {
+    let mut key = [0u8; 32];
+    SystemRandom::new().fill(&mut key).map_err(|_| SealError)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,5 +509,9 @@ sunscreen would be it.";
         );
         assert!(OpenError::BadTag.to_string().contains("another host"));
         assert!(random_token(32).unwrap().len() == 43);
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(random_secret().unwrap())
+            .unwrap();
+        assert_eq!(secret.len(), 32);
     }
 }

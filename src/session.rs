@@ -31,6 +31,17 @@ pub struct Session {
     pub expires: u64,
 }
 
+impl Session {
+    /// What the policy's verdict looks at.
+    pub fn identity(&self) -> crate::route::Identity<'_> {
+        crate::route::Identity {
+            email: &self.email,
+            email_verified: self.email_verified,
+            groups: &self.groups,
+        }
+    }
+}
+
 /// How postern's cookies are written (from COOKIE_NAME, COOKIE_DOMAIN, COOKIE_SECURE, COOKIE_HTTP_ONLY,
 /// COOKIE_EXPIRE).
 #[derive(Clone, Debug)]

@@ -58,6 +58,44 @@ pub struct AuthnSettings {
     pub idp: IdpSettings,
     /// Every group named by an `allowed_groups` in the policy: only these are kept in session cookies.
     pub policy_groups: HashSet<String>,
+    /// How to reach the IdP: `client::transport(..)` in postern, a fake IdP in tests.
+    pub transport: Transport,
+}
+
+impl AuthnSettings {
+    /// The settings postern runs with, from its loaded configuration.
+    pub fn from_config(cfg: &crate::config::Config) -> AuthnSettings {
+        AuthnSettings {
+            authenticate_url: cfg.authenticate_url.clone(),
+            cookie: CookieSettings {
+                name: cfg.cookie.name.clone(),
+                // COOKIE_DOMAIN is accepted but not used (config warns): one host-bound cookie per host.
+                domain: None,
+                secure: cfg.cookie.secure,
+                http_only: cfg.cookie.http_only,
+                expire_secs: cfg.cookie.expire.as_secs(),
+            },
+            cookie_secret: cfg.cookie.secret,
+            shared_secret: cfg.shared_secret,
+            idp: IdpSettings {
+                kind: match cfg.idp.kind {
+                    crate::config::IdpKind::Oidc => IdpKind::Oidc,
+                    crate::config::IdpKind::Google => IdpKind::Google,
+                },
+                provider_url: cfg.idp.provider_url.clone(),
+                client_id: cfg.idp.client_id.clone(),
+                client_secret: cfg.idp.client_secret.expose().to_owned(),
+                scopes: cfg.idp.scopes.clone(),
+            },
+            policy_groups: cfg
+                .policy
+                .routes
+                .iter()
+                .flat_map(|r| r.access.groups.iter().cloned())
+                .collect(),
+            transport: crate::client::transport(crate::tls::client_config()),
+        }
+    }
 }
 
 /// The settings could not make a working sign-in flow.
@@ -168,9 +206,8 @@ struct State {
 }
 
 impl Authn {
-    /// The flow, reaching the IdP through `transport`: `client::transport(tls::client_config())` in postern, a
-    /// fake IdP in tests.
-    pub fn new(settings: AuthnSettings, transport: Transport) -> Result<Authn, AuthnError> {
+    /// The sign-in flow. Fails only when AUTHENTICATE_SERVICE_URL has no http(s) origin (config refuses that first).
+    pub fn new(settings: AuthnSettings) -> Result<Authn, AuthnError> {
         let u = &settings.authenticate_url;
         let bad = || AuthnError::AuthenticateUrl(u.to_string());
         if !matches!(u.scheme(), "http" | "https") {
@@ -193,7 +230,7 @@ impl Authn {
             auth_origin,
             auth_authority,
             policy_groups: settings.policy_groups,
-            provider: Provider::new(settings.idp, redirect, transport),
+            provider: Provider::new(settings.idp, redirect, settings.transport),
             cookie: settings.cookie,
         })
     }

@@ -27,6 +27,15 @@ fn settings() -> AuthnSettings {
         shared_secret: [2; 32],
         idp: fake::settings(),
         policy_groups: ["admins".to_string()].into_iter().collect(),
+        transport: FakeIdp::new(json!({})).transport(),
+    }
+}
+
+/// Settings talking to `idp`.
+fn settings_for(idp: &Rc<FakeIdp>) -> AuthnSettings {
+    AuthnSettings {
+        transport: idp.transport(),
+        ..settings()
     }
 }
 
@@ -40,7 +49,7 @@ fn allowed(u: &Url) -> bool {
 
 fn setup() -> (Authn, Rc<FakeIdp>) {
     let idp = FakeIdp::new(json!({"keys": [forge::rsa_jwk("k1")]}));
-    (Authn::new(settings(), idp.transport()).unwrap(), idp)
+    (Authn::new(settings_for(&idp)).unwrap(), idp)
 }
 
 /// A request for `url` (absolute; sent in origin-form) carrying `cookies` as one Cookie header.
@@ -534,9 +543,9 @@ fn binding_cookie_is_reused_across_tabs() {
 #[test]
 fn cookie_domain_shares_one_session() {
     let idp = FakeIdp::new(json!({"keys": [forge::rsa_jwk("k1")]}));
-    let mut s = settings();
+    let mut s = settings_for(&idp);
     s.cookie.domain = Some("example.com".into());
-    let a = Authn::new(s, idp.transport()).unwrap();
+    let a = Authn::new(s).unwrap();
     let sign_in = location(&a.sign_in_redirect(APP, "https://app.example.com/"));
     let cb = sign_in_at_idp(&a, &idp, &sign_in, claims);
     let c = set_cookie(&cb, "_pomerium").unwrap();
@@ -562,10 +571,10 @@ fn paths_and_settings() {
     assert_eq!(query_param("/p?b=%41#frag", "b").as_deref(), Some("A"));
     let mut s = settings();
     s.authenticate_url = Url::parse("mailto:x@example.com").unwrap();
-    assert!(Authn::new(s, FakeIdp::new(json!({})).transport()).is_err());
+    assert!(Authn::new(s).is_err());
     let mut s = settings();
     s.authenticate_url = Url::parse("https://Auth.Example.com:8443/ignored").unwrap();
-    let a = Authn::new(s, FakeIdp::new(json!({})).transport()).unwrap();
+    let a = Authn::new(s).unwrap();
     assert_eq!(a.authenticate_authority(), "auth.example.com:8443");
 }
 
@@ -576,9 +585,9 @@ fn many_policy_groups_still_fit_every_cookie() {
         .map(|i| format!("group-{i:03}-{}", "x".repeat(90)))
         .collect();
     let idp = FakeIdp::new(json!({"keys": [forge::rsa_jwk("k1")]}));
-    let mut s = settings();
+    let mut s = settings_for(&idp);
     s.policy_groups = groups.iter().cloned().collect();
-    let a = Authn::new(s, idp.transport()).unwrap();
+    let a = Authn::new(s).unwrap();
     let sign_in = location(&a.sign_in_redirect(APP, "https://app.example.com/"));
     let cb = sign_in_at_idp(&a, &idp, &sign_in, |n| {
         let mut c = claims(n);

@@ -4,8 +4,19 @@
 //! postern → upstream connection (request heads out, response heads in). Bodies are never held whole: they are
 //! decoded and re-encoded as they stream. async-h1 was measured and set aside (see README, design notes).
 
+pub mod body;
+pub mod conn;
+pub mod date;
+pub mod encode;
+pub mod framing;
 mod headers;
 
+#[allow(unused_imports)] // short paths for client.rs and handle.rs
+pub use body::{BodyError, BodyReader};
+#[allow(unused_imports)] // short paths for client.rs and handle.rs
+pub use conn::{Conn, HeadError, HeadLimits};
+#[allow(unused_imports)] // short paths for client.rs and handle.rs
+pub use framing::{BodyKind, FramingError};
 pub use headers::Headers;
 
 /// The protocol version of a message on the wire. HTTP/1.0 is accepted (nginx's default `proxy_http_version`).

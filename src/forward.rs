@@ -1,0 +1,890 @@
+//! The streaming forwarder: sends one request to its upstream and streams the response back.
+//!
+//! It owns the upstream leg: a pool of kept-alive upstream connections, the hop-by-hop rewrite of both heads, body
+//! framing on each side (bodies stream through one bounded buffer, never held whole), and the mapping of upstream
+//! failures to 502/504 pages. handle.rs has already rewritten the end-to-end headers (identity, cookies,
+//! X-Forwarded-*, Host) in the `ForwardPlan`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_rustls::client::TlsStream;
+use futures_rustls::rustls::pki_types::ServerName;
+use futures_rustls::rustls::ClientConfig;
+use futures_rustls::TlsConnector;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::net::TcpStream;
+
+use crate::http::body::{BodyError, BodyReader};
+use crate::http::conn::{Conn, HeadError, HeadLimits};
+use crate::http::encode::{self, CHUNK_PREFIX, CHUNK_SUFFIX, LAST_CHUNK};
+use crate::http::framing::{self, BodyKind};
+use crate::http::{Headers, Request, RequestHead, ResponseHead, Version};
+use crate::route::Upstream;
+use crate::server::{awaits_continue, timeout, write_reply, Handler, Outcome, Respond};
+
+/// Size of the buffer a body streams through (plus room for chunk framing).
+const COPY_BUF: usize = 16 * 1024;
+
+/// What to send upstream, decided by handle.rs.
+#[derive(Debug)]
+pub struct ForwardPlan {
+    pub upstream: Rc<Upstream>,
+    pub method: String,
+    /// Path and query to send (origin-form).
+    pub target: String,
+    /// End-to-end headers, already rewritten; the forwarder removes hop-by-hop and framing headers itself.
+    pub headers: Headers,
+    /// From the request being sent until the upstream's response head: longer gives a 504.
+    pub timeout: Duration,
+}
+
+/// Bounds on the upstream connection pool.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLimits {
+    /// Idle connections kept per upstream.
+    pub max_idle_per_upstream: usize,
+    /// How long an idle connection is kept: shorter than common upstream keep-alive timeouts (nginx 75 s, Node 5 s,
+    /// Go 90 s), so the upstream rarely closes one just as it is reused.
+    pub idle_time: Duration,
+    /// Bounds on an upstream's response head (larger than a request's: upstreams set many cookies).
+    pub response_head: HeadLimits,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_idle_per_upstream: 8,
+            idle_time: Duration::from_secs(4),
+            response_head: HeadLimits {
+                max_bytes: 32 * 1024,
+                max_headers: 128,
+            },
+        }
+    }
+}
+
+/// A connection to an upstream: plain TCP or TLS.
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_close(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+type UpstreamConn = Conn<UpstreamStream>;
+
+struct Idle {
+    conn: UpstreamConn,
+    expires: Instant,
+}
+
+/// Kept-alive upstream connections, per upstream (scheme, host, port). Single-threaded: lives on the executor.
+pub struct Pool {
+    limits: PoolLimits,
+    tls: Option<Arc<ClientConfig>>,
+    idle: RefCell<HashMap<String, Vec<Idle>>>,
+    connects: Cell<u64>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .field("connects", &self.connects.get())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// `tls`: the client configuration for https upstreams (`tls::client_config()`); None refuses https upstreams.
+    #[allow(dead_code)] // used by main.rs
+    pub fn new(limits: PoolLimits, tls: Option<Arc<ClientConfig>>) -> Pool {
+        Pool {
+            limits,
+            tls,
+            idle: RefCell::new(HashMap::new()),
+            connects: Cell::new(0),
+        }
+    }
+
+    pub fn limits(&self) -> &PoolLimits {
+        &self.limits
+    }
+
+    /// New upstream connections made so far.
+    #[allow(dead_code)] // for tests and a future status page
+    pub fn connects(&self) -> u64 {
+        self.connects.get()
+    }
+
+    /// Idle connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+
+    /// Drops idle connections past their time.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.borrow_mut();
+        idle.values_mut()
+            .for_each(|list| list.retain(|c| c.expires > now));
+        idle.retain(|_, list| !list.is_empty());
+    }
+
+    /// The most recently used live idle connection to `key`, if any.
+    async fn take(&self, key: &str) -> Option<UpstreamConn> {
+        let now = Instant::now();
+        loop {
+            let entry = self.idle.borrow_mut().get_mut(key)?.pop()?;
+            let mut conn = entry.conn;
+            if entry.expires > now && still_open(&mut conn).await {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn put(&self, key: String, mut conn: UpstreamConn, keep_alive_hint: Option<Duration>) {
+        conn.release_if_empty();
+        if !conn.buffered().is_empty() {
+            return; // bytes after the response: the connection is not in a state we understand
+        }
+        // Leave a margin under the upstream's own announced timeout.
+        let time = match keep_alive_hint {
+            Some(hint) => self
+                .limits
+                .idle_time
+                .min(hint.saturating_sub(Duration::from_secs(1))),
+            None => self.limits.idle_time,
+        };
+        if time.is_zero() || self.limits.max_idle_per_upstream == 0 {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(key).or_default();
+        if list.len() >= self.limits.max_idle_per_upstream {
+            list.remove(0); // the oldest goes
+        }
+        list.push(Idle {
+            conn,
+            expires: Instant::now() + time,
+        });
+    }
+
+    async fn connect(&self, up: &Upstream, limit: Duration) -> Result<UpstreamConn, ForwardError> {
+        let tls = match (up.https, &self.tls) {
+            (true, None) => return Err(ForwardError::NoTlsClient),
+            (true, Some(cfg)) => Some(cfg.clone()),
+            (false, _) => None,
+        };
+        let connect = async {
+            let tcp = TcpStream::connect((up.host.as_str(), up.port))
+                .await
+                .map_err(ForwardError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            let stream = match tls {
+                None => UpstreamStream::Plain(tcp),
+                Some(cfg) => {
+                    let name = ServerName::try_from(up.host.clone()).map_err(|_| {
+                        ForwardError::Tls(format!("`{}` is not a valid TLS server name", up.host))
+                    })?;
+                    let tls = TlsConnector::from(cfg)
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| ForwardError::Tls(e.to_string()))?;
+                    UpstreamStream::Tls(Box::new(tls))
+                }
+            };
+            Ok(Conn::new(stream))
+        };
+        let conn = timeout(limit, connect)
+            .await
+            .ok_or(ForwardError::ConnectTimeout)??;
+        self.connects.set(self.connects.get() + 1);
+        Ok(conn)
+    }
+}
+
+/// A pooled connection that the upstream closed (or that has unexpected bytes) is not worth a try.
+async fn still_open(conn: &mut UpstreamConn) -> bool {
+    use smol::io::AsyncReadExt;
+    let mut probe = [0u8; 1];
+    // Pending: nothing to read and not closed, the healthy idle state.
+    smol::future::poll_once(conn.get_mut().read(&mut probe))
+        .await
+        .is_none()
+}
+
+fn pool_key(up: &Upstream) -> String {
+    format!(
+        "{}://{}:{}",
+        if up.https { "https" } else { "http" },
+        up.host,
+        up.port
+    )
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum ForwardError {
+    Connect(io::Error),
+    ConnectTimeout,
+    NoTlsClient,
+    Tls(String),
+    /// Writing the request upstream failed.
+    Send(io::Error),
+    /// The upstream sent no response head within the route's timeout.
+    ResponseTimeout(Duration),
+    /// The upstream closed or reset the connection before a response head.
+    Closed(String),
+    /// The upstream's response head or framing is not valid HTTP/1.
+    BadResponse(String),
+    /// The client's own request body was broken (bad chunking, early close).
+    ClientBody(BodyError),
+}
+
+impl ForwardError {
+    /// The status of the page the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            ForwardError::ConnectTimeout | ForwardError::ResponseTimeout(_) => 504,
+            ForwardError::ClientBody(_) => 400,
+            _ => 502,
+        }
+    }
+
+    /// A failure on a reused connection that a fresh connection may not have.
+    fn stale_connection(&self) -> bool {
+        matches!(self, ForwardError::Send(_) | ForwardError::Closed(_))
+    }
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardError::Connect(e) => write!(f, "could not connect to the upstream: {e}"),
+            ForwardError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
+            ForwardError::NoTlsClient => {
+                f.write_str("https upstreams need a TLS client configuration, and none is set")
+            }
+            ForwardError::Tls(e) => write!(f, "TLS with the upstream failed: {e}"),
+            ForwardError::Send(e) => write!(f, "sending the request to the upstream failed: {e}"),
+            ForwardError::ResponseTimeout(d) => {
+                write!(
+                    f,
+                    "the upstream did not answer within {} s",
+                    d.as_secs_f32()
+                )
+            }
+            ForwardError::Closed(e) => write!(
+                f,
+                "the upstream closed the connection without answering: {e}"
+            ),
+            ForwardError::BadResponse(e) => {
+                write!(f, "the upstream's response is not valid HTTP: {e}")
+            }
+            ForwardError::ClientBody(e) => write!(f, "the request body could not be read: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ForwardError {}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the framing and expectation
+/// headers the forwarder sets itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut Headers) {
+    let named: Vec<String> = headers
+        .get_all("connection")
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    headers.retain(|name, _| !HOP_BY_HOP.contains(&name) && !named.iter().any(|n| n == name));
+}
+
+fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
+}
+
+/// The request head sent upstream: always HTTP/1.1, framing set from the client's body.
+fn upstream_head(plan: &ForwardPlan, body: BodyKind) -> RequestHead {
+    let mut headers = plan.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove("expect"); // postern answers 100-continue itself
+    if !headers.contains("host") {
+        headers.append("host", plan.upstream.authority.clone());
+    }
+    match body {
+        BodyKind::Length(n) => headers.append("content-length", n.to_string()),
+        BodyKind::Chunked | BodyKind::UntilClose => headers.append("transfer-encoding", "chunked"),
+        BodyKind::None if matches!(plan.method.as_str(), "POST" | "PUT" | "PATCH") => {
+            headers.append("content-length", "0")
+        }
+        BodyKind::None => {}
+    }
+    RequestHead {
+        method: plan.method.clone(),
+        target: plan.target.clone(),
+        version: Version::Http11,
+        headers,
+    }
+}
+
+/// Whether the upstream lets this connection carry another request, and for how long it says it will wait.
+fn upstream_keep_alive(head: &ResponseHead) -> (bool, Option<Duration>) {
+    let keep = match head.version {
+        Version::Http11 => !head.headers.has_token("connection", "close"),
+        Version::Http10 => head.headers.has_token("connection", "keep-alive"),
+    };
+    let hint = head
+        .headers
+        .get("keep-alive")
+        .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("timeout=")))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    (keep, hint)
+}
+
+/// Forwards `req` as `plan` says and writes the response (or an error page) to `client`. The request body is read
+/// from `client` through `body`; on return it may be partly unread (the server drains or closes).
+pub async fn forward<S, H>(
+    pool: &Pool,
+    plan: ForwardPlan,
+    req: &Request,
+    client: &mut Conn<S>,
+    body: &mut BodyReader,
+    handler: &H,
+    respond: &Respond<'_>,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler + ?Sized,
+{
+    let mut buf = vec![0u8; COPY_BUF + CHUNK_PREFIX + CHUNK_SUFFIX];
+    let (mut upstream, head) =
+        match exchange(pool, &plan, req, client, body, &mut buf, respond).await {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!(
+                    "forwarding {} {} to {}: {e}",
+                    plan.method,
+                    path_only(&plan.target),
+                    pool_key(&plan.upstream)
+                );
+                let page = handler.error_page(Some(req), e.status(), &e.to_string());
+                let keep_alive = respond.keep_alive
+                    && !matches!(e, ForwardError::ClientBody(_))
+                    && !awaits_continue(&req.head, body);
+                return write_reply(
+                    client,
+                    page,
+                    &Respond {
+                        keep_alive,
+                        ..*respond
+                    },
+                )
+                .await;
+            }
+        };
+
+    let framing = match framing::response_body(&plan.method, &head) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = ForwardError::BadResponse(e.to_string());
+            log::warn!(
+                "forwarding {} {} to {}: {e}",
+                plan.method,
+                path_only(&plan.target),
+                pool_key(&plan.upstream)
+            );
+            let page = handler.error_page(Some(req), e.status(), &e.to_string());
+            return write_reply(client, page, respond).await;
+        }
+    };
+    let (upstream_keeps, hint) = upstream_keep_alive(&head);
+
+    // The client's head: hop-by-hop out, our framing in.
+    let status = head.status;
+    let mut out = ResponseHead {
+        version: Version::Http11,
+        status,
+        reason: head.reason,
+        headers: head.headers,
+    };
+    let content_length = out.headers.get("content-length").map(str::to_string);
+    strip_hop_by_hop(&mut out.headers);
+    let mut keep_alive = respond.keep_alive;
+    let chunked_out = match framing {
+        BodyKind::None => {
+            // HEAD and 304 keep the length the body would have; 1xx and 204 must not carry one.
+            if let (Some(cl), false) = (content_length, status == 204 || status < 200) {
+                out.headers.append("content-length", cl);
+            }
+            false
+        }
+        BodyKind::Length(n) => {
+            out.headers.append("content-length", n.to_string());
+            false
+        }
+        BodyKind::Chunked | BodyKind::UntilClose if respond.version == Version::Http11 => {
+            out.headers.append("transfer-encoding", "chunked");
+            true
+        }
+        BodyKind::Chunked | BodyKind::UntilClose => {
+            keep_alive = false; // an HTTP/1.0 client reads to the close
+            false
+        }
+    };
+    respond.finish_headers(&mut out.headers, keep_alive);
+    let mut head_bytes = Vec::with_capacity(512);
+    encode::response_head(&out, &mut head_bytes);
+    if let Err(e) = timeout(respond.io_timeout, client.write_all(&head_bytes))
+        .await
+        .unwrap_or_else(timed_out)
+    {
+        log::debug!("writing a response head to {}: {e}", req.peer);
+        return Outcome {
+            status,
+            bytes: 0,
+            keep_alive: false,
+        };
+    }
+    drop(head_bytes);
+
+    let mut reader = BodyReader::new(framing);
+    let result = pump(
+        &mut reader,
+        &mut upstream,
+        client,
+        chunked_out,
+        &mut buf,
+        respond.io_timeout,
+    )
+    .await;
+    match result {
+        Ok(bytes) => {
+            if let Err(e) = client.flush().await {
+                log::debug!("flushing a response to {}: {e}", req.peer);
+                keep_alive = false;
+            }
+            if upstream_keeps
+                && reader.is_done()
+                && framing != BodyKind::UntilClose
+                && body.is_done()
+            {
+                pool.put(pool_key(&plan.upstream), upstream, hint);
+            }
+            Outcome {
+                status,
+                bytes,
+                keep_alive,
+            }
+        }
+        Err(PumpError::Read(e)) => {
+            log::warn!(
+                "upstream {} broke off a response body: {e}",
+                pool_key(&plan.upstream)
+            );
+            Outcome {
+                status,
+                bytes: reader.bytes_read(),
+                keep_alive: false,
+            }
+        }
+        Err(PumpError::Write(e)) => {
+            log::debug!("client {} stopped reading a response: {e}", req.peer);
+            Outcome {
+                status,
+                bytes: reader.bytes_read(),
+                keep_alive: false,
+            }
+        }
+    }
+}
+
+fn timed_out<T>() -> io::Result<T> {
+    Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+}
+
+fn path_only(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or("")
+}
+
+/// Sends the request (retrying once on a fresh connection when a reused one turns out stale and the request can be
+/// replayed) and returns the connection with the final response head.
+async fn exchange<S>(
+    pool: &Pool,
+    plan: &ForwardPlan,
+    req: &Request,
+    client: &mut Conn<S>,
+    body: &mut BodyReader,
+    buf: &mut [u8],
+    respond: &Respond<'_>,
+) -> Result<(UpstreamConn, ResponseHead), ForwardError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let kind = body.kind();
+    let mut head_bytes = Vec::with_capacity(1024);
+    encode::request_head(&upstream_head(plan, kind), &mut head_bytes);
+    // Only a request with no body can be sent twice: a streamed body is gone once sent.
+    let replayable = idempotent(&plan.method) && kind.is_empty();
+    let key = pool_key(&plan.upstream);
+    let mut fresh_only = false;
+    loop {
+        let pooled = if fresh_only {
+            None
+        } else {
+            pool.take(&key).await
+        };
+        let (mut conn, reused) = match pooled {
+            Some(conn) => (conn, true),
+            None => (pool.connect(&plan.upstream, plan.timeout).await?, false),
+        };
+        let limits = &pool.limits.response_head;
+        match send(
+            &mut conn,
+            &head_bytes,
+            limits,
+            plan,
+            req,
+            client,
+            body,
+            buf,
+            respond,
+        )
+        .await
+        {
+            Ok(head) => return Ok((conn, head)),
+            Err(e) if reused && replayable && e.stale_connection() => {
+                log::debug!("reused connection to {key} was stale ({e}); retrying on a fresh one");
+                fresh_only = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send<S>(
+    conn: &mut UpstreamConn,
+    head_bytes: &[u8],
+    limits: &HeadLimits,
+    plan: &ForwardPlan,
+    req: &Request,
+    client: &mut Conn<S>,
+    body: &mut BodyReader,
+    buf: &mut [u8],
+    respond: &Respond<'_>,
+) -> Result<ResponseHead, ForwardError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.write_all(head_bytes)
+        .await
+        .map_err(ForwardError::Send)?;
+    if !body.is_done() {
+        if req.head.version == Version::Http11
+            && req.head.headers.has_token("expect", "100-continue")
+        {
+            let sent = timeout(
+                respond.io_timeout,
+                client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            )
+            .await;
+            if !matches!(sent, Some(Ok(()))) {
+                return Err(ForwardError::ClientBody(BodyError::UnexpectedEof));
+            }
+            let _ = client.flush().await;
+        }
+        let chunked = matches!(body.kind(), BodyKind::Chunked);
+        pump(body, client, conn, chunked, buf, respond.io_timeout)
+            .await
+            .map_err(|e| match e {
+                PumpError::Read(e) => ForwardError::ClientBody(e),
+                PumpError::Write(e) => ForwardError::Send(e),
+            })?;
+    }
+    conn.flush().await.map_err(ForwardError::Send)?;
+    let wait = async {
+        loop {
+            let head = conn.read_response_head(limits).await.map_err(|e| match e {
+                HeadError::Eof => ForwardError::Closed("end of stream".into()),
+                HeadError::Io(e) => ForwardError::Closed(e.to_string()),
+                other => ForwardError::BadResponse(other.to_string()),
+            })?;
+            match head.status {
+                // Interim responses (100, 102, 103) are dropped; the client gets our own 100 when it asked.
+                100..=199 if head.status != 101 => continue,
+                101 => {
+                    return Err(ForwardError::BadResponse(
+                        "101 Switching Protocols to a request without Upgrade".into(),
+                    ))
+                }
+                _ => return Ok(head),
+            }
+        }
+    };
+    timeout(plan.timeout, wait)
+        .await
+        .ok_or(ForwardError::ResponseTimeout(plan.timeout))?
+}
+
+#[derive(Debug)]
+enum PumpError {
+    Read(BodyError),
+    Write(io::Error),
+}
+
+/// Streams a body from `from` to `to` through `buf`, re-framing it as chunked when `chunked`. Returns the body bytes
+/// copied. Each read and write is bounded by `io_timeout`, so a stalled peer frees the task.
+async fn pump<R, W>(
+    reader: &mut BodyReader,
+    from: &mut Conn<R>,
+    to: &mut Conn<W>,
+    chunked: bool,
+    buf: &mut [u8],
+    io_timeout: Duration,
+) -> Result<u64, PumpError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncRead + AsyncWrite + Unpin,
+{
+    let room = buf.len().saturating_sub(CHUNK_PREFIX + CHUNK_SUFFIX);
+    let mut total = 0u64;
+    loop {
+        let data = buf
+            .get_mut(CHUNK_PREFIX..CHUNK_PREFIX + room)
+            .unwrap_or(&mut []);
+        let n = match timeout(io_timeout, reader.read(from, data)).await {
+            Some(r) => r.map_err(PumpError::Read)?,
+            None => {
+                return Err(PumpError::Read(BodyError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "timed out",
+                ))))
+            }
+        };
+        let bytes: &[u8] = if n == 0 {
+            if !chunked {
+                return Ok(total);
+            }
+            LAST_CHUNK
+        } else if chunked {
+            let range = encode::frame_chunk(buf, n).unwrap_or(0..0);
+            buf.get(range).unwrap_or(&[])
+        } else {
+            buf.get(CHUNK_PREFIX..CHUNK_PREFIX + n).unwrap_or(&[])
+        };
+        let write = async {
+            to.write_all(bytes).await?;
+            to.flush().await
+        };
+        timeout(io_timeout, write)
+            .await
+            .unwrap_or_else(timed_out)
+            .map_err(PumpError::Write)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::framing::FramingError;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = Headers::new();
+        for (n, v) in [
+            ("connection", "close, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+            ("x-kept", "yes"),
+            ("cookie", "a=b"),
+        ] {
+            h.append(n, v);
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(left, ["x-kept", "cookie"]);
+    }
+
+    fn plan(method: &str, headers: &[(&str, &str)]) -> ForwardPlan {
+        let mut h = Headers::new();
+        for (n, v) in headers {
+            h.append(n, *v);
+        }
+        ForwardPlan {
+            upstream: Rc::new(Upstream {
+                https: false,
+                host: "10.0.0.2".into(),
+                port: 8080,
+                authority: "app:8080".into(),
+            }),
+            method: method.into(),
+            target: "/x?y=1".into(),
+            headers: h,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn upstream_head_framing_table() {
+        let cases: &[(&str, BodyKind, Option<&str>, Option<&str>)] = &[
+            ("GET", BodyKind::None, None, None),
+            ("POST", BodyKind::None, Some("0"), None),
+            ("POST", BodyKind::Length(7), Some("7"), None),
+            ("PUT", BodyKind::Chunked, None, Some("chunked")),
+        ];
+        for (method, kind, cl, te) in cases {
+            let p = plan(
+                method,
+                &[
+                    ("content-length", "99"),
+                    ("expect", "100-continue"),
+                    ("x-a", "b"),
+                ],
+            );
+            let head = upstream_head(&p, *kind);
+            assert_eq!(head.headers.get("content-length"), *cl, "{method} {kind:?}");
+            assert_eq!(
+                head.headers.get("transfer-encoding"),
+                *te,
+                "{method} {kind:?}"
+            );
+            assert_eq!(head.headers.get("expect"), None);
+            assert_eq!(head.headers.get("host"), Some("app:8080"));
+            assert_eq!(head.version, Version::Http11);
+        }
+        let head = upstream_head(&plan("GET", &[("host", "kept.example")]), BodyKind::None);
+        assert_eq!(head.headers.get("host"), Some("kept.example"));
+    }
+
+    #[test]
+    fn upstream_keep_alive_table() {
+        type Case<'a> = (Version, &'a [(&'a str, &'a str)], bool, Option<u64>);
+        let cases: &[Case] = &[
+            (Version::Http11, &[], true, None),
+            (Version::Http11, &[("connection", "close")], false, None),
+            (Version::Http10, &[], false, None),
+            (
+                Version::Http10,
+                &[
+                    ("connection", "Keep-Alive"),
+                    ("keep-alive", "timeout=5, max=100"),
+                ],
+                true,
+                Some(5),
+            ),
+        ];
+        for (version, fields, keep, hint) in cases {
+            let mut h = Headers::new();
+            for (n, v) in fields.iter() {
+                h.append(n, *v);
+            }
+            let head = ResponseHead {
+                version: *version,
+                status: 200,
+                reason: String::new(),
+                headers: h,
+            };
+            assert_eq!(
+                upstream_keep_alive(&head),
+                (*keep, hint.map(Duration::from_secs)),
+                "{version:?} {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(ForwardError::ConnectTimeout.status(), 504);
+        assert_eq!(
+            ForwardError::ResponseTimeout(Duration::from_secs(1)).status(),
+            504
+        );
+        assert_eq!(
+            ForwardError::Connect(io::ErrorKind::ConnectionRefused.into()).status(),
+            502
+        );
+        assert_eq!(ForwardError::BadResponse("x".into()).status(), 502);
+        assert_eq!(
+            ForwardError::ClientBody(BodyError::UnexpectedEof).status(),
+            400
+        );
+    }
+
+    #[test]
+    fn framing_error_display_reaches_pages() {
+        let e = ForwardError::BadResponse(FramingError::LengthAndTransferEncoding.to_string());
+        assert!(e.to_string().contains("Content-Length"));
+    }
+}

@@ -1,0 +1,122 @@
+//! What the upstream is told: the request head rewritten for forwarding.
+//!
+//! Identity can only come from postern: every header a client could use to claim one, and postern's own cookies,
+//! are removed on every route (public ones too) before postern adds anything. Framing and hop-by-hop headers are the
+//! forwarder's business and are left to it.
+
+use crate::http::{Headers, Request};
+use crate::route::{Origin, Route};
+use crate::session::Session;
+
+/// Header name prefixes and names that claim an identity or a client address. Clients never get to set them.
+const IDENTITY_PREFIXES: &[&str] = &["x-pomerium-", "x-auth-request-"];
+const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-email",
+    "x-forwarded-user",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-email",
+    "x-user",
+    "remote-user",
+];
+/// Client-address headers: postern sets its own, from the connection, and trusts no copy from the client.
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+fn is_identity_header(name: &str) -> bool {
+    IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+        || IDENTITY_HEADERS.contains(&name)
+        || FORWARDING_HEADERS.contains(&name)
+}
+
+/// The head sent upstream for `req` on `route`. `host` is the Host the client used (as it sent it); `session` is
+/// the signed-in user, if any.
+pub fn upstream_headers(
+    req: &Request,
+    route: &Route,
+    origin: &Origin,
+    cookie_name: &str,
+    session: Option<&Session>,
+) -> Headers {
+    let mut headers = req.head.headers.clone();
+    let client_host = headers.get("host").unwrap_or_default().to_owned();
+
+    // Names are stored lower-cased, so these comparisons are exact.
+    headers.retain(|name, _| !is_identity_header(name) && name != "host");
+
+    // postern's cookies out, the app's cookies kept in order; no empty Cookie header.
+    let cookies: Vec<String> = headers.get_all("cookie").map(str::to_owned).collect();
+    headers.remove("cookie");
+    let kept: Vec<String> = cookies
+        .iter()
+        .filter_map(|c| crate::session::strip_own_cookies(c, cookie_name))
+        .collect();
+    if !kept.is_empty() {
+        headers.append("cookie", kept.join("; "));
+    }
+
+    for name in &route.remove_request_headers {
+        headers.remove(name);
+    }
+    for (name, value) in &route.set_request_headers {
+        headers.set(name, value.as_str());
+    }
+
+    let host = if route.preserve_host_header && !client_host.is_empty() {
+        client_host.clone()
+    } else {
+        route.to.authority.clone()
+    };
+    headers.set("host", host);
+
+    headers.append("x-forwarded-for", req.peer.ip().to_string());
+    headers.append(
+        "x-forwarded-proto",
+        if origin.https { "https" } else { "http" },
+    );
+    if !client_host.is_empty() {
+        headers.append("x-forwarded-host", client_host);
+    }
+
+    if let (true, Some(s)) = (route.pass_identity_headers, session) {
+        headers.append("x-pomerium-claim-email", s.email.as_str());
+        if !s.groups.is_empty() {
+            headers.append("x-pomerium-claim-groups", s.groups.join(","));
+        }
+        if let Some(name) = &s.name {
+            headers.append("x-pomerium-claim-name", name.as_str());
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_recognised_whatever_the_case_was() {
+        // Names arrive lower-cased from the codec; this is the set that must never pass.
+        for h in [
+            "x-pomerium-claim-email",
+            "x-pomerium-jwt-assertion",
+            "x-forwarded-email",
+            "x-forwarded-for",
+            "forwarded",
+            "x-real-ip",
+            "remote-user",
+        ] {
+            assert!(is_identity_header(h), "{h}");
+        }
+        for h in ["x-request-id", "authorization", "cookie", "x-pomerium"] {
+            assert!(!is_identity_header(h), "{h}");
+        }
+    }
+}
