@@ -77,10 +77,7 @@ fn args() -> Vec<String> {
 fn parse_cli() -> Cli {
     let args = args();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (cmd, rest) = strs
-        .split_first()
-        .map(|(c, r)| (*c, r))
-        .unwrap_or(("postern", &[]));
+    let (cmd, rest) = strs.split_first().map(|(c, r)| (*c, r)).unwrap_or(("postern", &[]));
     match Cli::from_args(&[cmd], rest) {
         Ok(cli) => cli,
         Err(early) => {
@@ -141,10 +138,7 @@ fn main() -> ExitCode {
     let cfg = match loaded {
         Ok(cfg) => cfg,
         Err(errors) => {
-            eprintln!(
-                "postern: configuration has {} problem(s):\n{errors}",
-                errors.len()
-            );
+            eprintln!("postern: configuration has {} problem(s):\n{errors}", errors.len());
             eprintln!("postern: not started. `postern --check` re-checks the configuration.");
             return ExitCode::FAILURE;
         }
@@ -157,11 +151,7 @@ fn run(cfg: config::Config) -> ExitCode {
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
-    log::info!(
-        "postern {} starting: {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.summary()
-    );
+    log::info!("postern {} starting: {}", env!("CARGO_PKG_VERSION"), cfg.summary());
 
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(async {
@@ -172,11 +162,7 @@ fn run(cfg: config::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let scheme = if cfg.tls.is_some() {
-            "https"
-        } else {
-            "http (INSECURE_SERVER: TLS ends in front of postern)"
-        };
+        let scheme = if cfg.tls.is_some() { "https" } else { "http (INSECURE_SERVER: TLS ends in front of postern)" };
         log::info!(
             "listening on {} ({scheme}); {} route(s); sign-in at {}",
             cfg.address,
