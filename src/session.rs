@@ -89,11 +89,6 @@ impl CookieSettings {
     pub fn clear_cookie(&self, name: &str) -> String {
         self.set_cookie(name, "", 0)
     }
-
-    /// True for postern's own cookies (the session, its helpers, and any `<name>_*` a later version may add).
-    pub fn is_own(&self, cookie_name: &str) -> bool {
-        is_own_cookie(&self.name, cookie_name)
-    }
 }
 
 fn is_own_cookie(base: &str, cookie_name: &str) -> bool {
@@ -263,19 +258,6 @@ pub fn strip_own_cookies(header_value: &str, base: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Applies [`strip_own_cookies`] to every `Cookie` header and joins what is left into one header (HTTP/1.1
-/// upstreams expect a single `Cookie`), or none.
-pub fn strip_own_cookie_headers(headers: &mut Headers, base: &str) {
-    let kept: Vec<String> = headers
-        .get_all("cookie")
-        .filter_map(|v| strip_own_cookies(v, base))
-        .collect();
-    headers.remove("cookie");
-    if !kept.is_empty() {
-        headers.append("cookie", kept.join("; "));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,12 +418,5 @@ mod tests {
                 "{input:?}"
             );
         }
-        let mut h = headers(&["a=1; _pomerium=x", "_pomerium_csrf=y", "b=2"]);
-        h.append("x-other", "1");
-        strip_own_cookie_headers(&mut h, "_pomerium");
-        assert_eq!(h.get_all("cookie").collect::<Vec<_>>(), vec!["a=1; b=2"]);
-        let mut h = headers(&["_pomerium=x"]);
-        strip_own_cookie_headers(&mut h, "_pomerium");
-        assert!(!h.contains("cookie"));
     }
 }

@@ -168,14 +168,6 @@ impl Jwks {
         }
         Ok(Jwks { keys })
     }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
-    }
 }
 
 fn parse_jwk(v: &Value) -> Option<Jwk> {
@@ -943,7 +935,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert_eq!(set.len(), 1);
-        assert!(set.has_kid("a"));
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.keys[0].kid.as_deref(), Some("a"));
     }
 }

@@ -235,16 +235,6 @@ impl Authn {
         })
     }
 
-    /// The authenticate host's authority (`auth.example.com`, port only when not the default).
-    pub fn authenticate_authority(&self) -> &str {
-        &self.auth_authority
-    }
-
-    /// The cookie settings (handle.rs strips these cookies before forwarding).
-    pub fn cookie(&self) -> &CookieSettings {
-        &self.cookie
-    }
-
     fn session_audience<'a>(&'a self, host: &'a str) -> &'a str {
         // With COOKIE_DOMAIN one cookie serves every host under it, so it is sealed for that domain.
         self.cookie.domain.as_deref().unwrap_or(host)
@@ -344,15 +334,14 @@ impl Authn {
     /// Route host `/.pomerium/callback`: opens the hand-off for exactly this `host` (authority) and `origin`, sets
     /// the host's own session cookie and sends the browser to the URL it first asked for.
     pub fn handoff(&self, req: &Request, host: &str, origin: &str) -> Reply {
-        let html = pages::wants_html(&req.head.headers);
         let retry = format!("{origin}/");
         let fail = |why: &str| {
             log::warn!("hand-off on {host} refused: {why}");
             pages::login_failed(
+                req,
                 400,
                 "The sign-in hand-off is invalid or has expired.",
-                Some(&retry),
-                html,
+                &retry,
             )
         };
         let Some(token) = query_param(&req.head.target, "pomerium_handoff") else {
@@ -415,12 +404,11 @@ impl Authn {
             SIGN_IN_PATH => self.auth_sign_in(req, is_allowed_target).await,
             IDP_CALLBACK_PATH => self.auth_callback(req, is_allowed_target).await,
             SIGN_OUT_PATH => self.auth_sign_out(req, is_allowed_target),
-            _ => pages::not_found(pages::wants_html(&req.head.headers)),
+            _ => pages::not_found(req, &self.auth_authority, target_path(&req.head.target)),
         }
     }
 
     async fn auth_sign_in(&self, req: &Request, is_allowed_target: &dyn Fn(&Url) -> bool) -> Reply {
-        let html = pages::wants_html(&req.head.headers);
         let raw = match self.check_link(Purpose::SignIn, &req.head.target) {
             Ok(Some(u)) => u,
             // Signing in to the authenticate host itself: land on its user page.
@@ -428,28 +416,28 @@ impl Authn {
             Err(why) => {
                 log::warn!("sign-in link refused: {why}");
                 return pages::bad_link(
+                    req,
                     &format!(
                         "This sign-in link is not valid: {why}. Go back to the app and try again."
                     ),
-                    html,
                 );
             }
         };
         let Some(target) = self.allowed_target(&raw, is_allowed_target) else {
             log::warn!("sign-in refused: redirect target is not a host postern serves");
             return pages::bad_link(
+                req,
                 "This sign-in link points to a site postern does not serve.",
-                html,
             );
         };
         if let Some(s) = self.session(req, &self.auth_authority) {
-            return self.send_home(&s, &target, html);
+            return self.send_home(req, &s, &target);
         }
-        self.start_idp(req, &target, html).await
+        self.start_idp(req, &target).await
     }
 
     /// Starts the IdP round trip for `target`.
-    async fn start_idp(&self, req: &Request, target: &Url, html: bool) -> Reply {
+    async fn start_idp(&self, req: &Request, target: &Url) -> Reply {
         let csrf_name = self.cookie.csrf_name();
         // Reuse this browser's binding if it has one, so two tabs signing in at once do not undo each other.
         let existing = session::cookie_values(&req.head.headers, &csrf_name)
@@ -467,7 +455,7 @@ impl Authn {
             Ok((binding, seal::random_token(32)?, seal::random_token(32)?))
         })();
         let Ok((binding, nonce, verifier)) = fresh else {
-            return internal_error(html);
+            return internal_error(req, target.as_str());
         };
         let state = State {
             binding: binding.clone(),
@@ -476,7 +464,7 @@ impl Authn {
             target: target.to_string(),
         };
         let Ok(json) = serde_json::to_vec(&state) else {
-            return internal_error(html);
+            return internal_error(req, target.as_str());
         };
         let now = seal::now();
         let Ok(sealed) = self.cookie_sealer.seal(
@@ -485,7 +473,7 @@ impl Authn {
             now + STATE_SECS,
             &json,
         ) else {
-            return internal_error(html);
+            return internal_error(req, target.as_str());
         };
         let signed_out = session::cookie_values(&req.head.headers, &self.cookie.signed_out_name())
             .next()
@@ -507,10 +495,10 @@ impl Authn {
             Err(e) => {
                 log::error!("sign-in cannot start: {e}");
                 pages::login_failed(
+                    req,
                     502,
                     "The identity provider cannot be reached right now.",
-                    Some(target.as_str()),
-                    html,
+                    target.as_str(),
                 )
             }
         }
@@ -521,7 +509,6 @@ impl Authn {
         req: &Request,
         is_allowed_target: &dyn Fn(&Url) -> bool,
     ) -> Reply {
-        let html = pages::wants_html(&req.head.headers);
         let t = &req.head.target;
         let now = seal::now();
         let own_sign_in = format!("{}{SIGN_IN_PATH}", self.auth_origin);
@@ -556,17 +543,17 @@ impl Authn {
                 "The identity provider did not sign you in ({err}{}{desc}).",
                 if desc.is_empty() { "" } else { ": " }
             );
-            return pages::login_failed(400, &msg, Some(&retry), html);
+            return pages::login_failed(req, 400, &msg, &retry);
         }
         let (Some(state), Some(target)) = (state, target) else {
             log::warn!(
                 "IdP callback refused: state missing, altered, expired or for an unknown target"
             );
             return pages::login_failed(
+                req,
                 400,
                 "This sign-in has expired or was not started here. Please start again.",
-                Some(&retry),
-                html,
+                &retry,
             );
         };
         let bound = session::cookie_values(&req.head.headers, &self.cookie.csrf_name())
@@ -574,22 +561,22 @@ impl Authn {
         if !bound {
             log::warn!("IdP callback refused: state does not belong to this browser (no matching binding cookie)");
             return pages::login_failed(
+                req,
                 400,
                 "This sign-in was started in another browser or tab, or cookies are blocked.",
-                Some(&retry),
-                html,
+                &retry,
             );
         }
         // Back button after a finished sign-in: the code is spent, but the browser is signed in.
         if let Some(s) = self.session(req, &self.auth_authority) {
-            return self.send_home(&s, &target, html);
+            return self.send_home(req, &s, &target);
         }
         let Some(code) = query_param(t, "code") else {
             return pages::login_failed(
+                req,
                 400,
                 "The identity provider sent no authorization code.",
-                Some(&retry),
-                html,
+                &retry,
             );
         };
         let claims = match self
@@ -598,15 +585,15 @@ impl Authn {
             .await
         {
             Ok(c) => c,
-            Err(e) => return self.exchange_failed(&e, &retry, html),
+            Err(e) => return self.exchange_failed(req, &e, &retry),
         };
         let Some(email) = claims.email.filter(|e| !e.is_empty()) else {
             log::warn!("sign-in refused: the id_token has no email claim (is the `email` scope requested?)");
             return pages::login_failed(
+                req,
                 400,
                 "The identity provider did not share your email address.",
-                Some(&retry),
-                html,
+                &retry,
             );
         };
         let mut session = Session {
@@ -641,9 +628,9 @@ impl Authn {
             self.session_audience(&self.auth_authority),
             &session,
         ) else {
-            return internal_error(html);
+            return internal_error(req, &retry);
         };
-        let mut r = self.send_home(&session, &target, html);
+        let mut r = self.send_home(req, &session, &target);
         r.set_cookie(
             self.cookie
                 .set_cookie(&self.cookie.name, &sealed, self.cookie.expire_secs),
@@ -653,35 +640,35 @@ impl Authn {
         r
     }
 
-    fn exchange_failed(&self, e: &OidcError, retry: &str, html: bool) -> Reply {
+    fn exchange_failed(&self, req: &Request, e: &OidcError, retry: &str) -> Reply {
         if e.is_upstream_failure() {
             log::error!("sign-in failed: {e}");
             pages::login_failed(
+                req,
                 502,
                 "The identity provider could not complete the sign-in.",
-                Some(retry),
-                html,
+                retry,
             )
         } else {
             log::warn!("sign-in refused: {e}");
             pages::login_failed(
+                req,
                 400,
                 "The identity provider's answer was refused.",
-                Some(retry),
-                html,
+                retry,
             )
         }
     }
 
     /// A 302 to `target`: directly on the authenticate host, through a hand-off elsewhere.
-    fn send_home(&self, session: &Session, target: &Url, html: bool) -> Reply {
+    fn send_home(&self, req: &Request, session: &Session, target: &Url) -> Reply {
         if self.is_auth_url(target) {
             return Reply::redirect(target.as_str());
         }
         let (Some(audience), Some(origin)) = (authority(target), origin_string(target)) else {
             return pages::bad_link(
+                req,
                 "This sign-in link points to a site postern does not serve.",
-                html,
             );
         };
         let now = seal::now();
@@ -699,12 +686,11 @@ impl Authn {
             Some(tok) => {
                 Reply::redirect(&format!("{origin}{CALLBACK_PATH}?pomerium_handoff={tok}"))
             }
-            None => internal_error(html),
+            None => internal_error(req, target.as_str()),
         }
     }
 
     fn auth_sign_out(&self, req: &Request, is_allowed_target: &dyn Fn(&Url) -> bool) -> Reply {
-        let html = pages::wants_html(&req.head.headers);
         let back = match self.check_link(Purpose::SignOut, &req.head.target) {
             Ok(u) => u.and_then(|u| self.allowed_target(&u, is_allowed_target)),
             Err(why) => {
@@ -715,7 +701,12 @@ impl Authn {
         if let Some(s) = self.session(req, &self.auth_authority) {
             log::info!("signed out {}", s.email);
         }
-        let mut r = pages::signed_out(back.as_ref().map(Url::as_str), html);
+        // With a signed way back, return to the app: having no session there it starts a sign-in, and the marker
+        // set here makes the IdP ask who the user is (switching account). Without one, say so on a page.
+        let mut r = match &back {
+            Some(url) => Reply::redirect(url.as_str()),
+            None => pages::signed_out(req),
+        };
         r.set_cookie(self.cookie.clear_cookie(&self.cookie.name));
         r.set_cookie(self.cookie.clear_cookie(&self.cookie.csrf_name()));
         r.set_cookie(self.cookie.set_cookie(
@@ -727,13 +718,13 @@ impl Authn {
     }
 }
 
-fn internal_error(html: bool) -> Reply {
+fn internal_error(req: &Request, retry: &str) -> Reply {
     log::error!("sign-in failed: could not seal a token (system random number generator)");
     pages::login_failed(
+        req,
         500,
         "postern could not complete the sign-in (internal error).",
-        None,
-        html,
+        retry,
     )
 }
 
