@@ -1,13 +1,31 @@
-//! Outbound HTTP(S) for the identity provider (discovery, JWKS, token endpoint), on postern's own HTTP/1.1 codec.
+//! Outbound HTTP(S) for the identity provider (discovery, JWKS, token and userinfo endpoints), on postern's own
+//! HTTP/1.1 codec (`crate::http`).
 //!
 //! One request per connection (`Connection: close`): IdP calls happen once per sign-in, so pooling would only hold
 //! memory. HTTPS uses the built-in trust roots plus SSL_CERT_FILE; plain http is allowed only to loopback hosts (a
 //! local test IdP), so a typo in IDP_PROVIDER_URL cannot send the client secret in clear over a network.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_rustls::rustls::pki_types::ServerName;
+use futures_rustls::rustls::ClientConfig;
+use futures_rustls::TlsConnector;
+use oauth2::{HttpRequest, HttpResponse};
+use smol::io::{AsyncRead, AsyncWrite};
+use url::{Host, Url};
+
+use crate::authn::oidc::Transport;
+use crate::http::{
+    encode, framing, BodyError, BodyReader, Conn, HeadError, HeadLimits, Headers, RequestHead,
+    ResponseHead, Version,
+};
 
 /// The whole exchange (connect, TLS, request, response) must finish within this.
-pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Larger IdP responses are refused (a JWKS or token response is a few KB).
 pub const MAX_BODY: usize = 1024 * 1024;
 
@@ -17,6 +35,8 @@ pub enum ClientError {
     BadUrl(String),
     /// `http://` to a host that is not loopback.
     PlainHttpNotLoopback(String),
+    /// A method or header postern will not put on the wire.
+    BadRequest(String),
     Connect {
         host: String,
         error: std::io::Error,
@@ -44,20 +64,33 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::BadUrl(u) => write!(f, "cannot request {u:?}: not an http(s) URL with a host"),
+            ClientError::BadUrl(u) => {
+                write!(f, "cannot request {u:?}: not an http(s) URL with a host")
+            }
             ClientError::PlainHttpNotLoopback(h) => write!(
                 f,
-                "refusing plain http to {h}: the identity provider must use https (http only for 127.0.0.1, ::1, localhost)"
+                "refusing plain http to {h}: the identity provider must use https \
+                 (http only for 127.0.0.1, ::1, localhost)"
             ),
+            ClientError::BadRequest(what) => write!(f, "request not sent: {what}"),
             ClientError::Connect { host, error } => write!(f, "cannot connect to {host}: {error}"),
             ClientError::Tls { host, error } => write!(f, "TLS with {host} failed: {error}"),
             ClientError::Timeout { host } => {
-                write!(f, "{host} did not answer within {} seconds", TIMEOUT.as_secs())
+                write!(
+                    f,
+                    "{host} did not answer within {} seconds",
+                    TIMEOUT.as_secs()
+                )
             }
             ClientError::Io { host, error } => write!(f, "connection to {host} failed: {error}"),
-            ClientError::BadResponse { host, detail } => write!(f, "{host} sent a response postern cannot read: {detail}"),
+            ClientError::BadResponse { host, detail } => {
+                write!(f, "{host} sent a response postern cannot read: {detail}")
+            }
             ClientError::BodyTooLarge { host } => {
-                write!(f, "{host} sent a response body over {} bytes; refused", MAX_BODY)
+                write!(
+                    f,
+                    "{host} sent a response body over {MAX_BODY} bytes; refused"
+                )
             }
         }
     }
@@ -65,29 +98,11 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
-
-use futures_rustls::rustls::pki_types::ServerName;
-use futures_rustls::rustls::ClientConfig;
-use futures_rustls::TlsConnector;
-use oauth2::{HttpRequest, HttpResponse};
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use url::{Host, Url};
-
-use crate::authn::oidc::Transport;
-
-/// Response heads larger than this are refused.
-const MAX_HEAD: usize = 64 * 1024;
-
 /// A response from the IdP, read whole (it is small and capped).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClientResponse {
     pub status: u16,
-    /// Names lower-cased, in order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
 }
 
@@ -106,16 +121,18 @@ pub async fn send_oauth2(
 ) -> Result<HttpResponse, ClientError> {
     let uri = req.uri().to_string();
     let url = Url::parse(&uri).map_err(|_| ClientError::BadUrl(uri.clone()))?;
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let resp = send(tls, req.method().as_str(), &url, &headers, req.body()).await?;
+    let mut headers = Headers::with_capacity(req.headers().len());
+    for (n, v) in req.headers() {
+        let v = v
+            .to_str()
+            .map_err(|_| ClientError::BadRequest(format!("header {n} is not text")))?;
+        headers.append(n.as_str(), v);
+    }
+    let resp = send(tls, req.method().as_str(), &url, headers, req.body()).await?;
     let host = url.host_str().unwrap_or_default().to_owned();
     let mut b = oauth2::http::Response::builder().status(resp.status);
-    for (n, v) in &resp.headers {
-        b = b.header(n.as_str(), v.as_str());
+    for (n, v) in resp.headers.iter() {
+        b = b.header(n, v);
     }
     b.body(resp.body).map_err(|e| ClientError::BadResponse {
         host,
@@ -128,10 +145,10 @@ pub async fn send(
     tls: &Arc<ClientConfig>,
     method: &str,
     url: &Url,
-    headers: &[(String, String)],
+    headers: Headers,
     body: &[u8],
 ) -> Result<ClientResponse, ClientError> {
-    send_within(tls, TIMEOUT, method, url, headers, body).await
+    send_within(tls, TIMEOUT, method, url, headers, body, None).await
 }
 
 async fn send_within(
@@ -139,11 +156,12 @@ async fn send_within(
     timeout: Duration,
     method: &str,
     url: &Url,
-    headers: &[(String, String)],
+    headers: Headers,
     body: &[u8],
+    via: Option<SocketAddr>,
 ) -> Result<ClientResponse, ClientError> {
     let host = url.host_str().unwrap_or_default().to_owned();
-    let work = exchange(tls, method, url, headers, body);
+    let work = exchange(tls, method, url, headers, body, via);
     let timer = async {
         smol::Timer::after(timeout).await;
         Err(ClientError::Timeout { host: host.clone() })
@@ -154,6 +172,7 @@ async fn send_within(
 /// Where to connect, decided from the URL alone.
 struct Endpoint {
     https: bool,
+    /// For errors, SNI and DNS (no brackets).
     host: String,
     /// `Host` header value.
     authority: String,
@@ -202,78 +221,75 @@ fn endpoint(url: &Url) -> Result<Endpoint, ClientError> {
     })
 }
 
-/// The request head, or `None` when a method, header name or value could break the message framing.
+/// The request head: the caller's headers minus the ones postern owns here (Host, framing, connection handling).
 fn request_head(
     method: &str,
     url: &Url,
     authority: &str,
-    headers: &[(String, String)],
+    mut headers: Headers,
     body_len: usize,
-) -> Option<Vec<u8>> {
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    let value_ok = |s: &str| s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-    if !token(method) {
-        return None;
+) -> Result<RequestHead, ClientError> {
+    let token = !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(ClientError::BadRequest(format!(
+            "method {method:?} is not a token"
+        )));
     }
     let mut target = url.path().to_owned();
     if let Some(q) = url.query() {
         target.push('?');
         target.push_str(q);
     }
-    let mut out =
-        format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
-    let mut has_ua = false;
-    for (n, v) in headers {
-        if !token(n) || !value_ok(v) {
-            return None;
-        }
-        let lower = n.to_ascii_lowercase();
-        if matches!(
-            lower.as_str(),
-            "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
-        ) {
-            continue;
-        }
-        has_ua |= lower == "user-agent";
-        out.push_str(&format!("{n}: {v}\r\n"));
+    for h in [
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+    ] {
+        headers.remove(h);
     }
-    if !has_ua {
-        out.push_str(concat!(
-            "User-Agent: postern/",
-            env!("CARGO_PKG_VERSION"),
-            "\r\n"
-        ));
+    let mut out = Headers::with_capacity(headers.len() + 4);
+    out.append("host", authority);
+    out.append("connection", "close");
+    for (n, v) in headers.iter() {
+        out.append(n, v);
+    }
+    if !out.contains("user-agent") {
+        out.append("user-agent", concat!("postern/", env!("CARGO_PKG_VERSION")));
     }
     if body_len > 0 || matches!(method, "POST" | "PUT" | "PATCH") {
-        out.push_str(&format!("Content-Length: {body_len}\r\n"));
+        out.append("content-length", body_len.to_string());
     }
-    out.push_str("\r\n");
-    Some(out.into_bytes())
+    Ok(RequestHead {
+        method: method.to_owned(),
+        target,
+        version: Version::Http11,
+        headers: out,
+    })
 }
 
+/// `via` connects to another address than the URL's host (tests: a TLS name on a loopback listener).
 async fn exchange(
     tls: &Arc<ClientConfig>,
     method: &str,
     url: &Url,
-    headers: &[(String, String)],
+    headers: Headers,
     body: &[u8],
+    via: Option<SocketAddr>,
 ) -> Result<ClientResponse, ClientError> {
     let ep = endpoint(url)?;
-    let head = request_head(method, url, &ep.authority, headers, body.len()).ok_or_else(|| {
-        ClientError::BadResponse {
-            host: ep.host.clone(),
-            detail: "request has a method or header postern will not send".into(),
-        }
-    })?;
+    let head = request_head(method, url, &ep.authority, headers, body.len())?;
     let connect_err = |error| ClientError::Connect {
         host: ep.host.clone(),
         error,
     };
-    let tcp = match ep.addr {
+    let tcp = match via.or(ep.addr) {
         Some(a) => smol::net::TcpStream::connect(a)
             .await
             .map_err(connect_err)?,
@@ -281,7 +297,6 @@ async fn exchange(
             .await
             .map_err(connect_err)?,
     };
-    let is_head = method == "HEAD";
     if ep.https {
         let name = ServerName::try_from(ep.host.clone())
             .map_err(|_| ClientError::BadUrl(url.to_string()))?;
@@ -292,193 +307,73 @@ async fn exchange(
                 host: ep.host.clone(),
                 error,
             })?;
-        round_trip(stream, &ep.host, &head, body, is_head).await
+        round_trip(Conn::new(stream), &ep.host, &head, body).await
     } else {
-        round_trip(tcp, &ep.host, &head, body, is_head).await
+        round_trip(Conn::new(tcp), &ep.host, &head, body).await
     }
 }
 
 async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
+    mut conn: Conn<S>,
     host: &str,
-    head: &[u8],
+    head: &RequestHead,
     body: &[u8],
-    is_head: bool,
 ) -> Result<ClientResponse, ClientError> {
     let io = |error| ClientError::Io {
         host: host.to_owned(),
         error,
     };
-    s.write_all(head).await.map_err(io)?;
-    s.write_all(body).await.map_err(io)?;
-    s.flush().await.map_err(io)?;
-    let mut buf = Vec::with_capacity(8 * 1024);
-    let mut chunk = [0u8; 8 * 1024];
-    loop {
-        let eof = match s.read(&mut chunk).await {
-            Ok(0) => true,
-            Ok(n) => {
-                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                false
-            }
-            // Many servers close TLS without close_notify; the framing below decides whether that lost anything.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
-            Err(e) => return Err(io(e)),
-        };
-        if let Some(resp) = parse_response(&buf, eof, is_head, host)? {
-            return Ok(resp);
-        }
-        if eof {
-            return Err(ClientError::BadResponse {
-                host: host.into(),
-                detail: "connection closed mid-response".into(),
-            });
-        }
-        if buf.len() > MAX_HEAD + MAX_BODY + 64 * 1024 {
-            return Err(ClientError::BodyTooLarge { host: host.into() });
-        }
-    }
-}
-
-/// A complete response from `buf`, `None` when more bytes are needed.
-fn parse_response(
-    buf: &[u8],
-    eof: bool,
-    is_head: bool,
-    host: &str,
-) -> Result<Option<ClientResponse>, ClientError> {
-    let bad = |detail: &str| ClientError::BadResponse {
-        host: host.into(),
-        detail: detail.into(),
+    let bad = |detail: String| ClientError::BadResponse {
+        host: host.to_owned(),
+        detail,
     };
-    let mut start = 0;
-    loop {
-        let rest = buf.get(start..).unwrap_or_default();
-        let mut hdrs = [httparse::EMPTY_HEADER; 64];
-        let mut r = httparse::Response::new(&mut hdrs);
-        let n = match r.parse(rest) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if rest.len() > MAX_HEAD => {
-                return Err(bad("response head too large"))
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(bad(&format!("malformed response head: {e}"))),
-        };
-        let status = r.code.unwrap_or(0);
-        if (100..200).contains(&status) {
-            // Interim response (we never ask for one, but a server may send it): skip it.
-            start += n;
-            continue;
-        }
-        let headers: Vec<(String, String)> = r
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
-        let body_bytes = rest.get(n..).unwrap_or_default();
-        let body = if is_head || status == 204 || status == 304 {
-            Some(Vec::new())
-        } else if header_values(&headers, "transfer-encoding")
-            .any(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
-            decode_chunked(body_bytes).map_err(bad)?
-        } else if let Some(cl) = header_values(&headers, "content-length").next() {
-            let cl: usize = cl
-                .trim()
-                .parse()
-                .map_err(|_| bad("invalid Content-Length"))?;
-            if header_values(&headers, "content-length").any(|v| v.trim() != cl.to_string()) {
-                return Err(bad("conflicting Content-Length headers"));
-            }
-            if cl > MAX_BODY {
-                return Err(ClientError::BodyTooLarge { host: host.into() });
-            }
-            body_bytes.get(..cl).map(<[u8]>::to_vec)
-        } else if eof {
-            Some(body_bytes.to_vec())
-        } else {
-            None
-        };
-        return match body {
-            Some(b) if b.len() > MAX_BODY => Err(ClientError::BodyTooLarge { host: host.into() }),
-            Some(body) => Ok(Some(ClientResponse {
-                status,
-                headers,
-                body,
-            })),
-            None if body_bytes.len() > MAX_BODY + 64 * 1024 => {
-                Err(ClientError::BodyTooLarge { host: host.into() })
-            }
-            None => Ok(None),
-        };
-    }
-}
+    let mut out = Vec::with_capacity(512 + body.len());
+    encode::request_head(head, &mut out);
+    out.extend_from_slice(body);
+    conn.write_all(&out).await.map_err(io)?;
+    conn.flush().await.map_err(io)?;
 
-/// Decodes a complete chunked body; `Ok(None)` when more bytes are needed.
-fn header_values<'a>(
-    headers: &'a [(String, String)],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn decode_chunked(mut b: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return if b.len() > 1024 {
-                Err("chunk size line too long")
-            } else {
-                Ok(None)
-            };
-        };
-        let line =
-            std::str::from_utf8(b.get(..eol).unwrap_or_default()).map_err(|_| "bad chunk size")?;
-        let size_s = line.split(';').next().unwrap_or("").trim();
-        if size_s.is_empty() || size_s.len() > 8 {
-            return Err("bad chunk size");
+    let limits = HeadLimits {
+        max_bytes: 64 * 1024,
+        max_headers: 100,
+    };
+    let resp: ResponseHead = loop {
+        let h = conn
+            .read_response_head(&limits)
+            .await
+            .map_err(|e| match e {
+                HeadError::Io(error) => io(error),
+                HeadError::Eof => bad("the connection closed before a response".into()),
+                HeadError::TooLarge(_) => bad("response head too large".into()),
+                HeadError::Malformed(m) => bad(format!("malformed response head: {m}")),
+            })?;
+        // Interim responses (we never ask for one, but a server may send 100 or 103): skip them.
+        if !(100..200).contains(&h.status) {
+            break h;
         }
-        let size = usize::from_str_radix(size_s, 16).map_err(|_| "bad chunk size")?;
-        b = b.get(eol + 2..).unwrap_or_default();
-        if size == 0 {
-            // Trailers end with an empty line.
-            loop {
-                let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-                    return Ok(None);
-                };
-                if eol == 0 {
-                    return Ok(Some(out));
-                }
-                b = b.get(eol + 2..).unwrap_or_default();
-            }
-        }
-        if out.len() + size > MAX_BODY {
-            return Err("chunked body over the size limit");
-        }
-        let Some(data) = b.get(..size) else {
-            return Ok(None);
-        };
-        match b.get(size..size + 2) {
-            Some(b"\r\n") => {}
-            Some(_) => return Err("chunk not followed by CRLF"),
-            None => return Ok(None),
-        }
-        out.extend_from_slice(data);
-        b = b.get(size + 2..).unwrap_or_default();
-    }
+    };
+    let kind = framing::response_body(&head.method, &resp).map_err(|e| bad(e.to_string()))?;
+    let body = BodyReader::new(kind)
+        .read_to_end(&mut conn, MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLong(_) => ClientError::BodyTooLarge {
+                host: host.to_owned(),
+            },
+            BodyError::Io(error) => io(error),
+            other => bad(other.to_string()),
+        })?;
+    Ok(ClientResponse {
+        status: resp.status,
+        headers: resp.headers,
+        body,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
     use smol::net::TcpListener;
 
     fn tls() -> Arc<ClientConfig> {
@@ -492,7 +387,8 @@ mod tests {
         )
     }
 
-    /// Serves one canned response on loopback and returns (url, the request it received).
+    /// Serves one canned response on loopback, holds the connection open for `hold`, and returns (base URL, a task
+    /// giving the request it received).
     fn serve_once(response: Vec<u8>, hold: Duration) -> (String, smol::Task<Vec<u8>>) {
         let listener = smol::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -515,13 +411,15 @@ mod tests {
     }
 
     fn get(url: &str, timeout: Duration) -> Result<ClientResponse, ClientError> {
+        let url = Url::parse(url).unwrap();
         smol::block_on(send_within(
             &tls(),
             timeout,
             "GET",
-            &Url::parse(url).unwrap(),
-            &[],
+            &url,
+            Headers::new(),
             b"",
+            None,
         ))
     }
 
@@ -529,21 +427,22 @@ mod tests {
     fn content_length_chunked_and_close_framings() {
         let cases: Vec<(&[u8], &[u8])> = vec![
             (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=1\r\nllo\r\n0\r\nT: 1\r\n\r\n", b"hello"),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=1\r\nllo\r\n0\r\nT: 1\r\n\r\n",
+                b"hello",
+            ),
             (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nuntil close", b"until close"),
             (b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n", b""),
         ];
         for (resp, want) in cases {
-            // Hold the connection open for framed responses: the client must not wait for EOF.
+            // Hold framed responses open: the client must not wait for the close.
             let framed = !want.starts_with(b"until");
-            let (url, task) = serve_once(
-                resp.to_vec(),
-                if framed {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::ZERO
-                },
-            );
+            let hold = if framed {
+                Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            };
+            let (url, task) = serve_once(resp.to_vec(), hold);
             let r = get(&format!("{url}/x?y=1"), Duration::from_secs(3)).unwrap();
             assert_eq!(r.body, want);
             if framed {
@@ -551,39 +450,38 @@ mod tests {
             } else {
                 let req = String::from_utf8(smol::block_on(task)).unwrap();
                 assert!(
-                    req.starts_with("GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:"),
+                    req.starts_with("GET /x?y=1 HTTP/1.1\r\nhost: 127.0.0.1:"),
                     "{req}"
                 );
-                assert!(req.contains("\r\nConnection: close\r\n"));
+                assert!(req.contains("\r\nconnection: close\r\n"), "{req}");
             }
         }
     }
 
     #[test]
     fn refusals() {
-        let (url, _t) = serve_once(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort".to_vec(),
-            Duration::ZERO,
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort".to_vec();
+        let (url, _t) = serve_once(short, Duration::ZERO);
+        let e = get(&url, Duration::from_secs(3)).unwrap_err();
+        assert!(
+            matches!(e, ClientError::BadResponse { .. } | ClientError::Io { .. }),
+            "{e}"
         );
-        assert!(matches!(
-            get(&url, Duration::from_secs(3)),
-            Err(ClientError::BadResponse { .. })
-        ));
         let big = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
-        )
-        .into_bytes();
-        let (url, _t) = serve_once(big, Duration::ZERO);
+        );
+        let (url, _t) = serve_once(
+            [big.as_bytes(), &vec![b'x'; MAX_BODY + 1]].concat(),
+            Duration::ZERO,
+        );
         assert!(matches!(
             get(&url, Duration::from_secs(3)),
             Err(ClientError::BodyTooLarge { .. })
         ));
         let (url, _t) = serve_once(b"HTTP/1.1 200 OK\r\n".to_vec(), Duration::from_secs(5));
-        assert!(matches!(
-            get(&url, Duration::from_millis(300)),
-            Err(ClientError::Timeout { .. })
-        ));
+        let e = get(&url, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
         let (url, _t) = serve_once(b"garbage\r\n\r\n".to_vec(), Duration::ZERO);
         assert!(matches!(
             get(&url, Duration::from_secs(3)),
@@ -594,18 +492,14 @@ mod tests {
             "http://10.0.0.1/",
             "http://[fe80::1]/",
         ] {
+            let e = get(u, Duration::from_secs(1)).unwrap_err();
             assert!(
-                matches!(
-                    get(u, Duration::from_secs(1)),
-                    Err(ClientError::PlainHttpNotLoopback(_))
-                ),
-                "{u}"
+                matches!(e, ClientError::PlainHttpNotLoopback(_)),
+                "{u}: {e}"
             );
         }
-        assert!(matches!(
-            get("ftp://127.0.0.1/", Duration::from_secs(1)),
-            Err(ClientError::BadUrl(_))
-        ));
+        let e = get("ftp://127.0.0.1/", Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, ClientError::BadUrl(_)));
         let e = get("http://127.0.0.1:1/", Duration::from_secs(3)).unwrap_err();
         assert!(matches!(e, ClientError::Connect { .. }), "{e}");
     }
@@ -613,38 +507,94 @@ mod tests {
     #[test]
     fn request_head_is_safe() {
         let url = Url::parse("https://idp.example.com:8443/token?a=b").unwrap();
-        let h = vec![
-            ("Accept".to_string(), "application/json".to_string()),
-            ("Host".into(), "evil".into()),
-        ];
-        let head =
-            String::from_utf8(request_head("POST", &url, "idp.example.com:8443", &h, 3).unwrap())
-                .unwrap();
-        assert!(head.starts_with(
-            "POST /token?a=b HTTP/1.1\r\nHost: idp.example.com:8443\r\nConnection: close\r\n"
+        let mut h = Headers::new();
+        h.append("Accept", "application/json");
+        h.append("Host", "evil");
+        h.append("X-Bad", "a\r\nEvil: 1");
+        let head = request_head("POST", &url, "idp.example.com:8443", h, 3).unwrap();
+        let mut out = Vec::new();
+        encode::request_head(&head, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(
+            "POST /token?a=b HTTP/1.1\r\nhost: idp.example.com:8443\r\nconnection: close\r\n"
         ));
         assert!(
-            head.contains("Accept: application/json\r\n") && head.contains("Content-Length: 3\r\n")
+            text.contains("accept: application/json\r\n") && text.contains("content-length: 3\r\n")
         );
-        assert!(!head.contains("evil"));
-        let inject = vec![("X".to_string(), "a\r\nEvil: 1".to_string())];
-        assert!(request_head("GET", &url, "h", &inject, 0).is_none());
-        assert!(request_head("GE T", &url, "h", &[], 0).is_none());
+        assert!(!text.contains("evil") && !text.contains("Evil"), "{text}");
+        assert!(request_head("GE T", &url, "h", Headers::new(), 0).is_err());
     }
 
     #[test]
-    fn chunked_decoder_edges() {
-        assert_eq!(decode_chunked(b"0\r\n\r\n"), Ok(Some(vec![])));
-        assert_eq!(decode_chunked(b"5\r\nhel"), Ok(None));
-        assert_eq!(
-            decode_chunked(b"5\r\nhelloXX"),
-            Err("chunk not followed by CRLF")
-        );
-        assert_eq!(decode_chunked(b"zz\r\n"), Err("bad chunk size"));
-        assert_eq!(decode_chunked(b"fffffffff\r\n"), Err("bad chunk size"));
-        assert_eq!(
-            decode_chunked(b"200000\r\n"),
-            Err("chunked body over the size limit")
-        );
+    fn https_verifies_the_server_name() {
+        use futures_rustls::TlsAcceptor;
+        let certs = crate::tls::parse_certs(include_bytes!("testdata/leaf.crt")).unwrap();
+        let key = crate::tls::parse_key(include_bytes!("testdata/leaf.key")).unwrap();
+        let server = crate::tls::server_config(certs, key).unwrap();
+        let ca = crate::tls::parse_certs(include_bytes!("testdata/ca.crt")).unwrap();
+        let (client, problem) = crate::tls::client_config_with(None, &ca);
+        assert!(problem.is_none());
+        let serve = |server: Arc<futures_rustls::rustls::ServerConfig>| {
+            let listener = smol::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let task = smol::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(mut s) = TlsAcceptor::from(server).accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                let _ = s.flush().await;
+                smol::Timer::after(Duration::from_secs(2)).await;
+            });
+            (addr, task)
+        };
+        let (addr, _t) = serve(server.clone());
+        let url = Url::parse(&format!("https://backend.internal:{}/", addr.port())).unwrap();
+        let r = smol::block_on(send_within(
+            &client,
+            TIMEOUT,
+            "GET",
+            &url,
+            Headers::new(),
+            b"",
+            Some(addr),
+        ));
+        assert_eq!(r.unwrap().body, b"ok");
+        // Another name on the same certificate: refused by verification.
+        let (addr, _t) = serve(server);
+        let url = Url::parse(&format!("https://other.internal:{}/", addr.port())).unwrap();
+        let e = smol::block_on(send_within(
+            &client,
+            TIMEOUT,
+            "GET",
+            &url,
+            Headers::new(),
+            b"",
+            Some(addr),
+        ));
+        assert!(matches!(e, Err(ClientError::Tls { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn oauth2_adapter_round_trip() {
+        let resp =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        let (url, task) = serve_once(resp.to_vec(), Duration::ZERO);
+        let req = oauth2::http::Request::builder()
+            .method("POST")
+            .uri(format!("{url}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(b"a=b".to_vec())
+            .unwrap();
+        let r = smol::block_on(send_oauth2(&tls(), req)).unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers().get("content-type").unwrap(), "application/json");
+        assert_eq!(r.body(), b"{}");
+        let sent = String::from_utf8(smol::block_on(task)).unwrap();
+        assert!(sent.contains("content-length: 3\r\n"), "{sent}");
     }
 }
