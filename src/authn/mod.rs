@@ -447,14 +447,10 @@ impl Authn {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
             .map(str::to_owned);
-        let fresh = (|| -> Result<(String, String, String), seal::SealError> {
-            let binding = match existing {
-                Some(b) => b,
-                None => seal::random_token(32)?,
-            };
-            Ok((binding, seal::random_token(32)?, seal::random_token(32)?))
-        })();
-        let Ok((binding, nonce, verifier)) = fresh else {
+        let binding = existing.map_or_else(|| seal::random_token(32), Ok);
+        let (Ok(binding), Ok(nonce), Ok(verifier)) =
+            (binding, seal::random_token(32), seal::random_token(32))
+        else {
             return internal_error(req, target.as_str());
         };
         let state = State {
