@@ -824,3 +824,39 @@ fn tls_handshake_times_out() {
         );
     }));
 }
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Measurement, not a check: `cargo test --release measure_idle -- --ignored --nocapture`. Both ends of each
+/// connection live in this process, so the figure is an upper bound for postern's side.
+#[test]
+#[ignore]
+fn measure_idle_keep_alive_memory() {
+    run(true, Duration::from_secs(5), |env| async move {
+        let mut warm = connect(env.addr, b"GET /reply HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        let _ = response(&mut warm, "GET").await;
+        let before = rss_kb();
+        let mut conns = Vec::new();
+        for _ in 0..1000 {
+            let mut c = connect(env.addr, b"GET /reply HTTP/1.1\r\nHost: app\r\n\r\n").await;
+            let _ = response(&mut c, "GET").await;
+            c.release_if_empty();
+            conns.push(c);
+        }
+        Timer::after(Duration::from_millis(200)).await;
+        let after = rss_kb();
+        eprintln!(
+            "idle keep-alive connections: {} bytes each (both ends)",
+            (after - before) * 1024 / 1000
+        );
+    });
+}
