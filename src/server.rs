@@ -484,10 +484,14 @@ where
 
 /// One line per request. The path is logged without its query: queries carry codes and tokens.
 fn access_log(req: &Request, outcome: &Outcome, user: Option<&str>, started: Instant) {
+    log::info!(target: "access", "{}", access_line(req, outcome, user, started.elapsed()));
+}
+
+/// `peer host method path status bytes duration user`; empty host or user as `-`.
+fn access_line(req: &Request, outcome: &Outcome, user: Option<&str>, elapsed: Duration) -> String {
     let host = req.head.headers.get("host").unwrap_or("-");
     let path = req.head.target.split(['?', '#']).next().unwrap_or("");
-    log::info!(
-        target: "access",
+    format!(
         "{} {} {} {} {} {} {}ms {}",
         req.peer,
         Escaped(host),
@@ -495,9 +499,9 @@ fn access_log(req: &Request, outcome: &Outcome, user: Option<&str>, started: Ins
         Escaped(path),
         outcome.status,
         outcome.bytes,
-        started.elapsed().as_millis(),
-        user.map(Escaped).map_or_else(|| "-".to_string(), |u| u.to_string())
-    );
+        elapsed.as_millis(),
+        Escaped(user.unwrap_or("-"))
+    )
 }
 
 /// Log-safe text: no spaces or control characters that could forge a log line.
@@ -506,7 +510,9 @@ struct Escaped<'a>(&'a str);
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() || c == ' ' || c == '"' {
+            if c == ' ' {
+                f.write_str("\\x20")?;
+            } else if c.is_control() || c == '"' || c == '\\' {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 write!(f, "{c}")?;
