@@ -417,7 +417,7 @@ mod tests {
             timeout,
             "GET",
             &url,
-            Headers::new(),
+            Headers::default(),
             b"",
             None,
         ))
@@ -507,7 +507,7 @@ mod tests {
     #[test]
     fn request_head_is_safe() {
         let url = Url::parse("https://idp.example.com:8443/token?a=b").unwrap();
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         h.append("Accept", "application/json");
         h.append("Host", "evil");
         h.append("X-Bad", "a\r\nEvil: 1");
@@ -522,7 +522,7 @@ mod tests {
             text.contains("accept: application/json\r\n") && text.contains("content-length: 3\r\n")
         );
         assert!(!text.contains("evil") && !text.contains("Evil"), "{text}");
-        assert!(request_head("GE T", &url, "h", Headers::new(), 0).is_err());
+        assert!(request_head("GE T", &url, "h", Headers::default(), 0).is_err());
     }
 
     #[test]
@@ -559,7 +559,7 @@ mod tests {
             TIMEOUT,
             "GET",
             &url,
-            Headers::new(),
+            Headers::default(),
             b"",
             Some(addr),
         ));
@@ -572,7 +572,7 @@ mod tests {
             TIMEOUT,
             "GET",
             &url,
-            Headers::new(),
+            Headers::default(),
             b"",
             Some(addr),
         ));

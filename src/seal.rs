@@ -7,7 +7,6 @@
 //! in the wrong place gets a clear error; it is authenticated like the rest.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -260,25 +259,11 @@ fn associated_data(header: &[u8], audience: &str) -> Vec<u8> {
 }
 
 /// Unix time in seconds (0 if the clock is before 1970, which then makes every token look expired, not valid).
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// `n` random bytes, base64url: for nonces, PKCE verifiers and browser-binding values.
 pub fn random_token(n: usize) -> Result<String, SealError> {
     let mut buf = vec![0u8; n];
     SystemRandom::new().fill(&mut buf).map_err(|_| SealError)?;
     Ok(URL_SAFE_NO_PAD.encode(buf))
-}
-
-/// A new secret for COOKIE_SECRET or SHARED_SECRET: 32 random bytes, standard base64 (`postern gen-secret`).
-pub fn random_secret() -> Result<String, SealError> {
-    let mut key = [0u8; 32];
-    SystemRandom::new().fill(&mut key).map_err(|_| SealError)?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 #[cfg(test)]
@@ -509,9 +494,5 @@ sunscreen would be it.";
         );
         assert!(OpenError::BadTag.to_string().contains("another host"));
         assert!(random_token(32).unwrap().len() == 43);
-        let secret = base64::engine::general_purpose::STANDARD
-            .decode(random_secret().unwrap())
-            .unwrap();
-        assert_eq!(secret.len(), 32);
     }
 }

@@ -129,12 +129,10 @@ pub async fn serve<'a, H: Handler + 'a>(
         ex.spawn(async move {
             let _guard = guard;
             match acceptor {
-                None => connection(Conn::new(stream), peer, false, &*handler, &opts).await,
+                None => connection(Conn::new(stream), peer, &*handler, &opts).await,
                 Some(acceptor) => {
                     match timeout(opts.limits.handshake_timeout, acceptor.accept(stream)).await {
-                        Some(Ok(tls)) => {
-                            connection(Conn::new(tls), peer, true, &*handler, &opts).await
-                        }
+                        Some(Ok(tls)) => connection(Conn::new(tls), peer, &*handler, &opts).await,
                         Some(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
                         None => log::debug!("TLS handshake with {peer} timed out"),
                     }
@@ -210,13 +208,8 @@ async fn refuse_busy<H: Handler + ?Sized>(
 }
 
 /// Serves the requests of one connection, in order, until it closes, times out, or must not be reused.
-async fn connection<S, H>(
-    mut conn: Conn<S>,
-    peer: SocketAddr,
-    tls: bool,
-    handler: &H,
-    opts: &ServerOptions,
-) where
+async fn connection<S, H>(mut conn: Conn<S>, peer: SocketAddr, handler: &H, opts: &ServerOptions)
+where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler + ?Sized,
 {
@@ -266,7 +259,7 @@ async fn connection<S, H>(
             }
         };
         let body_kind = framing::request_body(&head);
-        let req = Request { head, peer, tls };
+        let req = Request { head, peer };
         let body_kind = match body_kind {
             Ok(kind) => kind,
             Err(e) => {

@@ -286,7 +286,7 @@ mod tests {
     }
 
     fn headers(cookies: &[&str]) -> Headers {
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         for c in cookies {
             h.append("Cookie", *c);
         }

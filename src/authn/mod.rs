@@ -246,7 +246,7 @@ impl Authn {
         session::session_from_headers(
             &self.cookie_sealer,
             self.session_audience(host),
-            seal::now(),
+            crate::clock::now_secs(),
             &req.head.headers,
             &self.cookie.name,
         )
@@ -263,7 +263,7 @@ impl Authn {
 
     /// `AUTH<path>?pomerium_redirect_uri=..&pomerium_issued=..&pomerium_sig=..`
     fn signed_link(&self, path: &str, purpose: Purpose, url: &str) -> String {
-        let issued = seal::now();
+        let issued = crate::clock::now_secs();
         let sig = URL_SAFE_NO_PAD.encode(self.link_mac(purpose, url, issued).as_ref());
         format!(
             "{}{path}?pomerium_redirect_uri={}&pomerium_issued={issued}&pomerium_sig={sig}",
@@ -290,7 +290,7 @@ impl Authn {
         );
         hmac::verify(&self.link_key, msg.as_bytes(), &sig)
             .map_err(|_| "the link's signature does not match")?;
-        let now = seal::now();
+        let now = crate::clock::now_secs();
         if issued > now.saturating_add(LEEWAY_SECS)
             || now > issued.saturating_add(LINK_SECS + LEEWAY_SECS)
         {
@@ -347,7 +347,7 @@ impl Authn {
         let Some(token) = query_param(&req.head.target, "pomerium_handoff") else {
             return fail("no pomerium_handoff parameter");
         };
-        let now = seal::now();
+        let now = crate::clock::now_secs();
         let payload = match self.shared_sealer.open(Purpose::Handoff, host, now, &token) {
             Ok(p) => p,
             Err(e) => return fail(&e.to_string()),
@@ -462,7 +462,7 @@ impl Authn {
         let Ok(json) = serde_json::to_vec(&state) else {
             return internal_error(req, target.as_str());
         };
-        let now = seal::now();
+        let now = crate::clock::now_secs();
         let Ok(sealed) = self.cookie_sealer.seal(
             Purpose::State,
             &self.auth_authority,
@@ -506,7 +506,7 @@ impl Authn {
         is_allowed_target: &dyn Fn(&Url) -> bool,
     ) -> Reply {
         let t = &req.head.target;
-        let now = seal::now();
+        let now = crate::clock::now_secs();
         let own_sign_in = format!("{}{SIGN_IN_PATH}", self.auth_origin);
 
         let state = query_param(t, "state")
@@ -667,7 +667,7 @@ impl Authn {
                 "This sign-in link points to a site postern does not serve.",
             );
         };
-        let now = seal::now();
+        let now = crate::clock::now_secs();
         let expires = now.saturating_add(HANDOFF_SECS).min(session.expires);
         let h = Handoff {
             session: session.clone(),

@@ -59,7 +59,7 @@ fn req(url: &str, cookies: &[(&str, &str)]) -> Request {
     if let Some(q) = u.query() {
         target = format!("{target}?{q}");
     }
-    let mut headers = Headers::new();
+    let mut headers = Headers::default();
     headers.append("host", authority(&u).unwrap());
     headers.append("accept", "text/html");
     if !cookies.is_empty() {
@@ -74,7 +74,6 @@ fn req(url: &str, cookies: &[(&str, &str)]) -> Request {
             headers,
         },
         peer: "127.0.0.1:5000".parse().unwrap(),
-        tls: true,
     }
 }
 
@@ -105,7 +104,7 @@ fn run(a: &Authn, r: &Request) -> Reply {
 }
 
 fn claims(nonce: &str) -> serde_json::Value {
-    json!({"iss": fake::ISSUER, "aud": "postern-client", "exp": seal::now() + 300, "iat": seal::now(),
+    json!({"iss": fake::ISSUER, "aud": "postern-client", "exp": crate::clock::now_secs() + 300, "iat": crate::clock::now_secs(),
            "nonce": nonce, "email": "Alice@Example.com", "email_verified": true, "name": "Alice",
            "groups": ["admins", "not-in-policy"]})
 }
@@ -241,7 +240,7 @@ fn sign_in_links_must_be_signed_fresh_and_for_our_hosts() {
         assert_eq!(run(&a, &req(&t, &[])).status, 400, "{t}");
     }
     // Expired link (issued long ago, properly signed).
-    let issued = seal::now() - LINK_SECS - LEEWAY_SECS - 1;
+    let issued = crate::clock::now_secs() - LINK_SECS - LEEWAY_SECS - 1;
     let url = "https://app.example.com/";
     let sig = URL_SAFE_NO_PAD.encode(a.link_mac(Purpose::SignIn, url, issued).as_ref());
     let old = format!("{AUTH}/.pomerium/sign_in?pomerium_redirect_uri={}&pomerium_issued={issued}&pomerium_sig={sig}", enc(url));
@@ -293,8 +292,8 @@ fn handoff_refusals() {
         email_verified: true,
         name: None,
         groups: vec![],
-        issued: seal::now(),
-        expires: seal::now() + 3600,
+        issued: crate::clock::now_secs(),
+        expires: crate::clock::now_secs() + 3600,
     };
     // A hand-off whose target is on another origin than the host it is sealed for.
     let h = Handoff {
@@ -306,7 +305,7 @@ fn handoff_refusals() {
         .seal(
             Purpose::Handoff,
             "app.example.com",
-            seal::now() + 60,
+            crate::clock::now_secs() + 60,
             &serde_json::to_vec(&h).unwrap(),
         )
         .unwrap();
@@ -329,7 +328,7 @@ fn handoff_refusals() {
         .seal(
             Purpose::Handoff,
             "app.example.com",
-            seal::now() - 1000,
+            crate::clock::now_secs() - 1000,
             &serde_json::to_vec(&h).unwrap(),
         )
         .unwrap();
@@ -429,7 +428,7 @@ fn callback_refusals() {
         forge::forged_rs256(
             "k1",
             &json!({"iss": fake::ISSUER,
-        "aud": "postern-client", "exp": seal::now() + 60, "iat": seal::now(), "nonce": q["nonce"]}),
+        "aud": "postern-client", "exp": crate::clock::now_secs() + 60, "iat": crate::clock::now_secs(), "nonce": q["nonce"]}),
         ),
     );
     assert_eq!(

@@ -152,10 +152,8 @@ where
             drop(up_listener); // nothing listens on that port any more
         }
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: up_port,
             authority: format!("127.0.0.1:{up_port}"),
+            ..Upstream::new(false, "127.0.0.1".into(), up_port, String::new())
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -512,10 +510,8 @@ fn busy_server_refuses_politely() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: 9,
             authority: "x".into(),
+            ..Upstream::new(false, "127.0.0.1".into(), 9, String::new())
         });
         let opts = Rc::new(ServerOptions {
             limits: Limits {
@@ -560,10 +556,8 @@ fn connection_task_is_small() {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: 9,
             authority: "x".into(),
+            ..Upstream::new(false, "127.0.0.1".into(), 9, String::new())
         });
         let handler = TestHandler {
             upstream,
@@ -575,7 +569,7 @@ fn connection_task_is_small() {
             pool: Rc::new(Pool::new(PoolLimits::default(), None)),
         };
         let peer = client.local_addr().unwrap();
-        let fut = connection(Conn::new(client), peer, false, &handler, &opts);
+        let fut = connection(Conn::new(client), peer, &handler, &opts);
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection future: {size} bytes");
         // About 1.9 KB with rustc 1.95; the budget for a whole idle connection is about 8 KB.
@@ -637,10 +631,8 @@ fn tls_on_both_legs() {
         .detach();
 
         let upstream = Rc::new(Upstream {
-            https: true,
-            host: "127.0.0.1".into(),
-            port: up_port,
             authority: format!("127.0.0.1:{up_port}"),
+            ..Upstream::new(true, "127.0.0.1".into(), up_port, String::new())
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -707,10 +699,8 @@ fn https_upstream_without_tls_client_is_502() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = Rc::new(Upstream {
-            https: true,
-            host: "127.0.0.1".into(),
-            port: 9,
             authority: "x".into(),
+            ..Upstream::new(true, "127.0.0.1".into(), 9, String::new())
         });
         let opts = Rc::new(ServerOptions {
             limits: Limits::default(),
@@ -740,7 +730,7 @@ fn https_upstream_without_tls_client_is_502() {
 
 #[test]
 fn access_line_drops_the_query_and_escapes() {
-    let mut headers = crate::http::Headers::new();
+    let mut headers = crate::http::Headers::default();
     headers.append("host", "app.example");
     let head = RequestHead {
         method: "GET".into(),
@@ -751,7 +741,6 @@ fn access_line_drops_the_query_and_escapes() {
     let req = Request {
         head,
         peer: "10.0.0.1:5000".parse().unwrap(),
-        tls: true,
     };
     let outcome = Outcome {
         status: 302,
@@ -793,10 +782,8 @@ fn tls_handshake_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: 9,
             authority: "x".into(),
+            ..Upstream::new(false, "127.0.0.1".into(), 9, String::new())
         });
         let opts = Rc::new(ServerOptions {
             limits: Limits {
