@@ -1,0 +1,72 @@
+# postern: build, test and demo.
+#   make build   debug binary (target/debug/postern, or $CARGO_TARGET_DIR/debug/postern)
+#   make test    everything CI runs: installs test needs, fmt, clippy, unit tests, end-to-end tests; summary at the end
+#   make e2e     only the end-to-end tests (real IdP, httpbin, postern)
+#   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
+#   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
+#                E2E_BROWSER=0 skips installing Chromium (the browser test then skips itself)
+
+SHELL       := /bin/bash
+CARGO       ?= cargo
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+POSTERN_BIN := $(abspath $(TARGET_DIR))/debug/postern
+VENV        := .venv
+PY          := $(VENV)/bin/python
+IDP_DIR     := tests/e2e/idp
+IDP_STAMP   := $(IDP_DIR)/node_modules/.installed
+BROWSER_DIR := tests/e2e/browser
+BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed
+VENV_STAMP  := $(VENV)/.installed
+
+export POSTERN_BIN
+
+.PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+test:
+	@scripts/test.sh
+
+e2e: build deps
+	$(PY) -m pytest tests/e2e
+
+demo: build deps
+	$(PY) demo/run.py
+
+deps: sysdeps $(IDP_STAMP) $(BROWSER_STAMP) $(VENV_STAMP)
+
+sysdeps:
+	@scripts/sysdeps.sh
+
+$(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
+	cd $(IDP_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(BROWSER_STAMP): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VENV_STAMP): tests/e2e/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r tests/e2e/requirements.txt
+	@touch $@
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test
+
+clean-e2e:
+	rm -rf $(VENV) $(IDP_DIR)/node_modules $(BROWSER_DIR)/node_modules target/e2e-logs target/demo

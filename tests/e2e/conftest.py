@@ -1,0 +1,147 @@
+"""Fixtures: one stack of real parts for the whole session (IdP, httpbin, postern), and fresh browsers.
+
+Ports are free loopback ports picked at start; `*.postern.test` resolves to 127.0.0.1 in this process only.
+Logs of every process stay in target/e2e-logs/ after the run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+import harness
+from harness import Postern
+
+harness.resolve_to_loopback(harness.TEST_DOMAIN)
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "carol@other.example"
+MALLORY = "mallory@example.com"
+
+
+def test_policy(port: int) -> str:
+    o = lambda sub: f"https://{sub}.{harness.TEST_DOMAIN}:{port}"  # noqa: E731
+    return harness.policy_yaml([
+        {"from": o("httpbin"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_users": [ALICE]},
+        {"from": o("public"), "to": "http://127.0.0.1:{HTTPBIN}", "allow_public_unauthenticated_access": True},
+        {"from": o("staff"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_groups": ["staff"]},
+        {"from": o("domain"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_domains": ["example.com"]},
+    ])
+
+
+@dataclass
+class Stack:
+    idp_port: int
+    httpbin_port: int
+    certs: harness.Certs
+    postern: Postern
+    log_dir: Path
+
+    @property
+    def idp_url(self) -> str:
+        return f"http://127.0.0.1:{self.idp_port}"
+
+
+@pytest.fixture(scope="session")
+def log_dir() -> Path:
+    d = harness.LOG_DIR
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def certs(log_dir: Path) -> harness.Certs:
+    names = [f"*.{harness.TEST_DOMAIN}", harness.TEST_DOMAIN]
+    return harness.make_certs(log_dir / "certs", names)
+
+
+@dataclass
+class Ports:
+    idp: int
+    httpbin: int
+    postern: int
+    es256: int
+    routes: int  # test_routes.py's own postern
+
+
+@pytest.fixture(scope="session")
+def ports() -> Ports:
+    return Ports(*(harness.free_port() for _ in range(5)))
+
+
+@pytest.fixture(scope="session")
+def idp(log_dir: Path, ports: Ports):
+    """The real IdP; its clients accept the callbacks of every postern instance of the run."""
+    redirect_uris = [f"https://auth.{harness.TEST_DOMAIN}:{p}/oauth2/callback"
+                     for p in (ports.postern, ports.es256, ports.routes)]
+    proc = harness.start_idp(ports.idp, redirect_uris, log_dir)
+    yield f"http://127.0.0.1:{ports.idp}"
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def httpbin(log_dir: Path, ports: Ports):
+    proc = harness.start_httpbin(ports.httpbin, log_dir)
+    yield f"http://127.0.0.1:{ports.httpbin}"
+    proc.stop()
+
+
+def _run_postern(name: str, port: int, client_id: str, ports: Ports, certs: harness.Certs, log_dir: Path):
+    policy = test_policy(port).replace("{HTTPBIN}", str(ports.httpbin))
+    (log_dir / f"{name}-policy.yaml").write_text(policy)
+    env = harness.postern_env(port=port, certs=certs, idp_port=ports.idp, policy=policy, client_id=client_id)
+    p = Postern(port, None, env)
+    p.proc = harness.start_postern(name, env, p.url("httpbin", "/ping"), str(certs.ca), log_dir)
+    return p
+
+
+@pytest.fixture(scope="session")
+def stack(idp, httpbin, ports: Ports, certs: harness.Certs, log_dir: Path):
+    """IdP, httpbin and postern (client `postern`, RS256 id_tokens), all real, on loopback."""
+    p = _run_postern("postern", ports.postern, "postern", ports, certs, log_dir)
+    yield Stack(ports.idp, ports.httpbin, certs, p, log_dir)
+    p.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def es256(idp, httpbin, ports: Ports, certs: harness.Certs, log_dir: Path):
+    """A second postern whose IdP client (`postern-es256`) signs id_tokens with ES256."""
+    p = _run_postern("postern-es256", ports.es256, "postern-es256", ports, certs, log_dir)
+    yield p
+    p.proc.stop()
+
+
+@pytest.fixture
+def browser(certs: harness.Certs):
+    """A fresh cookie-keeping client that trusts the test CA and ignores proxy settings."""
+    with requests.Session() as s:
+        s.trust_env = False
+        s.verify = str(certs.ca)
+        s.headers["User-Agent"] = "postern-e2e (requests)"
+        s.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
+        yield s
+
+
+def new_browser(certs: harness.Certs) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(certs.ca)
+    s.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
+    return s
+
+
+@pytest.fixture(scope="session")
+def alice(stack: Stack, certs: harness.Certs) -> requests.Session:
+    """A browser signed in as alice on the httpbin route (shared by read-only tests)."""
+    s = new_browser(certs)
+    walk = harness.login(s, stack.postern.url("httpbin", "/get"), ALICE)
+    assert walk.response.status_code == 200, walk.trace()
+    yield s
+    s.close()

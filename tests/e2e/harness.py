@@ -1,0 +1,438 @@
+"""Real parts for postern's end-to-end tests and `make demo`.
+
+Owns: starting and stopping the processes (the oidc-provider IdP, httpbin under gunicorn, postern itself) on
+loopback ports with bounded waits and logs in target/e2e-logs/; a throwaway CA and wildcard certificates made with
+the `openssl` CLI; test-only name resolution of `*.postern.test` to 127.0.0.1; and `login()`, which walks the real
+redirect chain of a sign-in hop by hop, filling in the IdP's real HTML login form.
+"""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+REPO = Path(__file__).resolve().parents[2]
+IDP_DIR = REPO / "tests" / "e2e" / "idp"
+LOG_DIR = Path(os.environ.get("E2E_LOG_DIR", REPO / "target" / "e2e-logs"))
+TEST_DOMAIN = "postern.test"
+CLIENT_SECRET = "postern-e2e-client-secret"
+# Every wait is bounded; a part that is not ready by then fails the run with its log tail.
+READY_TIMEOUT = float(os.environ.get("E2E_READY_TIMEOUT", "30"))
+HTTP_TIMEOUT = 10
+MAX_HOPS = 15
+
+
+def postern_bin() -> Path:
+    """The postern binary under test: $POSTERN_BIN, else $CARGO_TARGET_DIR/debug/postern, else target/debug."""
+    if os.environ.get("POSTERN_BIN"):
+        return Path(os.environ["POSTERN_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "debug" / "postern"
+
+
+def venv_bin(name: str) -> str:
+    """A console script of the venv this interpreter runs in (gunicorn), falling back to PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def secret32() -> str:
+    """What `postern gen-secret` prints: base64 of 32 random bytes."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def stop(self, grace: float = 5.0) -> None:
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(grace)
+
+
+def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None,
+          log_dir: Path = LOG_DIR) -> Proc:
+    """Start a process in its own process group with stdout+stderr to log_dir/name.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    out = open(log, "wb")
+    try:
+        popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        out.close()
+    return Proc(name, popen, log)
+
+
+def wait_until(proc: Proc, ready, what: str, timeout: float = READY_TIMEOUT) -> None:
+    """Poll ready() (True when up) until timeout; fail early if the process exits."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} before {what}; "
+                               f"log {proc.log}:\n{proc.log_tail()}")
+        try:
+            if ready():
+                return
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name}: no {what} within {timeout:.0f}s (last error: {last}); "
+                       f"log {proc.log}:\n{proc.log_tail()}")
+
+
+def base_env() -> dict[str, str]:
+    """A small, predictable environment: no proxies, no inherited postern settings."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT") if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def start_idp(port: int, redirect_uris: list[str], log_dir: Path = LOG_DIR, name: str = "idp") -> Proc:
+    if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
+        raise RuntimeError(f"oidc-provider is not installed: run `npm ci` in {IDP_DIR} (make deps does)")
+    env = base_env() | {
+        "IDP_REDIRECT_URIS": ",".join(redirect_uris),
+        "IDP_CLIENT_SECRET": CLIENT_SECRET,
+        "NODE_ENV": "development",
+    }
+    for k in ("IDP_TOKEN_AUTH", "IDP_STRICT_ACCOUNTS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    proc = start(name, ["node", "server.js", str(port)], env, cwd=IDP_DIR, log_dir=log_dir)
+    url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
+    wait_until(proc, lambda: http_get_plain(url)[0] == 200, "OpenID discovery document")
+    return proc
+
+
+def start_httpbin(port: int, log_dir: Path = LOG_DIR) -> Proc:
+    argv = [venv_bin("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
+            "--access-logfile", "-", "--no-control-socket", "httpbin:app"]
+    proc = start("httpbin", argv, base_env(), log_dir=log_dir)
+    wait_until(proc, lambda: http_get_plain(f"http://127.0.0.1:{port}/get")[0] == 200, "httpbin /get")
+    return proc
+
+
+def http_get_plain(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """A GET over plain http with no proxies (readiness checks)."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:  # a status is an answer too
+        return e.code, e.read()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Certificates
+
+
+@dataclass
+class Certs:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def require_openssl() -> str:
+    path = shutil.which("openssl")
+    if not path:
+        raise RuntimeError("the `openssl` command is missing: install Debian's `openssl` (make deps does as root)")
+    return path
+
+
+def make_certs(out_dir: Path, names: list[str], ca_name: str = "postern test CA", days: int = 7,
+               reuse: bool = False) -> Certs:
+    """A throwaway CA and one leaf certificate for `names` (wildcards allowed), RSA 2048, PKCS#8 keys."""
+    openssl = require_openssl()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    certs = Certs(out_dir / "ca.pem", out_dir / "cert.pem", out_dir / "key.pem")
+    if reuse and all(p.exists() for p in (certs.ca, certs.cert, certs.key)):
+        check = subprocess.run([openssl, "x509", "-checkend", "86400", "-noout", "-in", str(certs.cert)],
+                               capture_output=True)
+        if check.returncode == 0:
+            return certs
+
+    def run(*args: str) -> None:
+        r = subprocess.run([openssl, *args], cwd=out_dir, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)} failed:\n{r.stderr}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", str(days), "-subj", f"/CN={ca_name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "leaf.csr",
+        "-subj", f"/CN={names[0]}")
+    (out_dir / "leaf.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid:always\n"
+        f"subjectAltName={','.join('DNS:' + n for n in names)}\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", str(days), "-sha256", "-extfile", "leaf.ext", "-out", "cert.pem")
+    return certs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Name resolution (test process only)
+
+_orig_getaddrinfo = socket.getaddrinfo
+
+
+def resolve_to_loopback(suffix: str = TEST_DOMAIN) -> None:
+    """Make `suffix` and every name under it resolve to 127.0.0.1 in this process; URLs, Host and SNI keep the name."""
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, (str, bytes)):
+            h = host.decode() if isinstance(host, bytes) else host
+            h = h.rstrip(".").lower()
+            if h == suffix or h.endswith("." + suffix):
+                host = "127.0.0.1"
+        return _orig_getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# postern
+
+
+@dataclass
+class Postern:
+    port: int
+    proc: Proc | None
+    env: dict[str, str]
+    domain: str = TEST_DOMAIN
+
+    def origin(self, sub: str) -> str:
+        return f"https://{sub}.{self.domain}:{self.port}"
+
+    def url(self, sub: str, path: str = "/") -> str:
+        return self.origin(sub) + path
+
+    @property
+    def auth_host(self) -> str:
+        return f"auth.{self.domain}"
+
+
+def policy_yaml(routes: list[dict]) -> str:
+    """YAML for a policy list; JSON is YAML, and keeps quoting exact."""
+    return "\n".join(f"- {json.dumps(r)}" for r in routes) + "\n"
+
+
+def postern_env(*, port: int, certs: Certs, idp_port: int, policy: str, client_id: str = "postern",
+                domain: str = TEST_DOMAIN, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The guide's environment variables for a postern that terminates TLS itself."""
+    env = base_env() | {
+        "ADDRESS": f"127.0.0.1:{port}",
+        "CERTIFICATE_FILE": str(certs.cert),
+        "CERTIFICATE_KEY_FILE": str(certs.key),
+        "AUTHENTICATE_SERVICE_URL": f"https://auth.{domain}:{port}",
+        "IDP_PROVIDER": "oidc",
+        "IDP_PROVIDER_URL": f"http://127.0.0.1:{idp_port}",
+        "IDP_CLIENT_ID": client_id,
+        "IDP_CLIENT_SECRET": CLIENT_SECRET,
+        "COOKIE_SECRET": secret32(),
+        "POLICY": b64(policy),
+        "LOG_LEVEL": os.environ.get("E2E_POSTERN_LOG_LEVEL", "debug"),
+        "RUST_BACKTRACE": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_postern(name: str, env: dict[str, str], ready_url: str, verify: str | bool,
+                  log_dir: Path = LOG_DIR) -> Proc:
+    """Start postern and wait until it answers HTTP on ready_url (any status counts as serving)."""
+    import requests
+
+    binary = postern_bin()
+    if not binary.exists():
+        raise RuntimeError(f"postern binary not found at {binary}: run `make build` (or set POSTERN_BIN)")
+    proc = start(name, [str(binary)], env, log_dir=log_dir)
+
+    def ready() -> bool:
+        with requests.Session() as s:
+            s.trust_env = False
+            s.get(ready_url, verify=verify, timeout=2, allow_redirects=False)
+        return True
+
+    wait_until(proc, ready, f"answer on {ready_url}")
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The browser's walk through a sign-in
+
+
+class _Forms(html.parser.HTMLParser):
+    """Every <form> of a page with its method, action and <input>/<button> name=value pairs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"method": (a.get("method") or "get").lower(), "action": a.get("action") or "",
+                               "fields": {}, "types": {}})
+        elif tag in ("input", "button") and self.forms and a.get("name"):
+            form = self.forms[-1]
+            form["fields"][a["name"]] = a.get("value") or ""
+            form["types"][a["name"]] = (a.get("type") or "text").lower()
+
+
+def parse_forms(page: str) -> list[dict]:
+    p = _Forms()
+    p.feed(page)
+    return p.forms
+
+
+@dataclass
+class Hop:
+    method: str
+    url: str
+    status: int
+    location: str | None = None
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def __str__(self) -> str:
+        loc = f" -> {self.location}" if self.location else ""
+        return f"{self.method} {self.url} {self.status}{loc}"
+
+
+@dataclass
+class Walk:
+    """The hops of one browser walk and the final response."""
+    hops: list[Hop] = field(default_factory=list)
+    response: object = None  # requests.Response
+
+    def trace(self) -> str:
+        return "\n".join(f"  {i}: {h}" for i, h in enumerate(self.hops))
+
+    def hosts(self) -> list[str]:
+        """Consecutive distinct hosts visited, e.g. [route, auth, idp, auth, route]."""
+        out: list[str] = []
+        for h in self.hops:
+            if not out or out[-1] != h.host:
+                out.append(h.host)
+        return out
+
+
+def follow(session, method: str, url: str, data: dict | None = None, walk: Walk | None = None,
+           stop=None, max_hops: int = MAX_HOPS, **kwargs) -> Walk:
+    """Follow redirects one at a time (GET after 301/302/303) until a non-redirect, stop(url) or max_hops."""
+    walk = walk or Walk()
+    for _ in range(max_hops):
+        r = session.request(method, url, data=data, allow_redirects=False, timeout=HTTP_TIMEOUT, **kwargs)
+        loc = r.headers.get("Location")
+        walk.hops.append(Hop(method, url, r.status_code, loc))
+        walk.response = r
+        if not (r.is_redirect and loc):
+            return walk
+        nxt = urljoin(url, loc)
+        if stop and stop(nxt):
+            return walk
+        if r.status_code in (301, 302, 303):
+            method, data = "GET", None
+        url = nxt
+        if len(walk.hops) >= max_hops:
+            break
+    raise AssertionError(f"more than {max_hops} hops:\n{walk.trace()}")
+
+
+def login(session, url: str, email: str, *, idp_host: str = "127.0.0.1", auth_host: str | None = None,
+          password: str = "any password works") -> Walk:
+    """Sign in as `email` the way a browser does, starting from `url` on a route host.
+
+    Asserts the hosts of the walk: route -> auth -> IdP (login form, consent if shown) -> auth -> route, and
+    returns the walk whose final response is the one for `url` itself (200 or a 403 page).
+    """
+    route_host = urlsplit(url).hostname
+    auth_host = auth_host or "auth." + route_host.split(".", 1)[1]
+    walk = Walk()
+    method, target, data = "GET", url, None
+    forms_submitted = 0
+    while True:
+        follow(session, method, target, data=data, walk=walk, max_hops=MAX_HOPS - len(walk.hops))
+        r = walk.response
+        here = urlsplit(walk.hops[-1].url).hostname
+        if here != idp_host or r.status_code != 200:
+            break
+        forms = parse_forms(r.text)
+        form = next((f for f in forms if f["fields"].get("prompt") in ("login", "consent")), None)
+        if form is None or forms_submitted >= 3:
+            raise AssertionError(f"IdP page without a login/consent form:\n{walk.trace()}\n{r.text[:2000]}")
+        fields = {k: v for k, v in form["fields"].items() if form["types"].get(k) != "submit"}
+        if form["fields"].get("prompt") == "login":
+            assert "login" in fields and "password" in fields, f"unexpected IdP login form: {form}"
+            fields["login"], fields["password"] = email, password
+        method, target, data = form["method"].upper(), urljoin(walk.hops[-1].url, form["action"]), fields
+        forms_submitted += 1
+
+    hosts = walk.hosts()
+    expected = [route_host, auth_host, idp_host, auth_host, route_host]
+    assert hosts == expected, f"sign-in walk visited {hosts}, expected {expected}:\n{walk.trace()}"
+    assert forms_submitted >= 1, f"the IdP login form was never shown:\n{walk.trace()}"
+    assert walk.hops[-1].url == url, f"sign-in did not come back to {url}:\n{walk.trace()}"
+    return walk
