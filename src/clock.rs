@@ -19,7 +19,7 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32, u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let weekday = ((days + 4) % 7) as u32; // 1970-01-01 was a Thursday
-    // Howard Hinnant's days_from_civil, inverted.
+                                           // Howard Hinnant's days_from_civil, inverted.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -43,7 +43,10 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32, u32) {
 /// `2026-12-03T17:01:18.123Z`
 pub fn utc_timestamp(millis: u64) -> String {
     let (y, mo, d, h, mi, s, _) = civil(millis / 1000);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", millis % 1000)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        millis % 1000
+    )
 }
 
 /// `Thu, 03 Dec 2026 17:01:18 GMT` (RFC 9110 IMF-fixdate), for the `Date` header.
@@ -70,5 +73,7 @@ mod tests {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(utc_timestamp(1_796_317_278_123), "2026-12-03T17:01:18.123Z");
         assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_798_761_599), "Thu, 31 Dec 2026 23:59:59 GMT");
     }
 }

@@ -756,7 +756,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         for (n, v) in [
             ("connection", "close, X-Secret-Hop"),
             ("x-secret-hop", "1"),
@@ -778,16 +778,14 @@ mod tests {
     }
 
     fn plan(method: &str, headers: &[(&str, &str)]) -> ForwardPlan {
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         for (n, v) in headers {
             h.append(n, *v);
         }
         ForwardPlan {
             upstream: Rc::new(Upstream {
-                https: false,
-                host: "10.0.0.2".into(),
-                port: 8080,
                 authority: "app:8080".into(),
+                ..Upstream::new(false, "10.0.0.2".into(), 8080, String::new())
             }),
             method: method.into(),
             target: "/x?y=1".into(),
@@ -846,7 +844,7 @@ mod tests {
             ),
         ];
         for (version, fields, keep, hint) in cases {
-            let mut h = Headers::new();
+            let mut h = Headers::default();
             for (n, v) in fields.iter() {
                 h.append(n, *v);
             }

@@ -39,7 +39,10 @@ struct Target<'a> {
 }
 
 fn reply(r: Reply) -> Decision {
-    Decision { action: Action::Reply(r), user: None }
+    Decision {
+        action: Action::Reply(r),
+        user: None,
+    }
 }
 
 /// Splits the request-target and finds the host. Absolute-form targets must agree with `Host`.
@@ -47,7 +50,10 @@ fn target_of(req: &Request) -> Result<Target<'_>, &'static str> {
     let raw = req.head.target.as_str();
     let path_and_query = if raw.starts_with('/') {
         raw
-    } else if let Some(rest) = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://")) {
+    } else if let Some(rest) = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+    {
         // Absolute form (RFC 9112 §3.2.2): the authority in the target wins, so it must equal Host.
         let (authority, pq) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let host_header = req.head.headers.get("host").unwrap_or_default();
@@ -67,9 +73,15 @@ fn target_of(req: &Request) -> Result<Target<'_>, &'static str> {
     if hosts.next().is_some() {
         return Err("the request has more than one Host header");
     }
-    let (host, port) = route::normalize_host(host_header).ok_or("the Host header is not a valid host name")?;
+    let (host, port) =
+        route::normalize_host(host_header).ok_or("the Host header is not a valid host name")?;
     let path = path_and_query.split('?').next().unwrap_or(path_and_query);
-    Ok(Target { host, port, path, path_and_query })
+    Ok(Target {
+        host,
+        port,
+        path,
+        path_and_query,
+    })
 }
 
 /// Requests from scripts get a 401 rather than a redirect to the IdP they could not follow (B18).
@@ -78,7 +90,8 @@ fn is_script(req: &Request) -> bool {
     let accept = h.get("accept").unwrap_or_default().to_ascii_lowercase();
     (accept.contains("application/json") && !accept.contains("text/html"))
         || h.contains("x-requested-with")
-        || h.get("sec-fetch-mode").is_some_and(|m| m.eq_ignore_ascii_case("cors"))
+        || h.get("sec-fetch-mode")
+            .is_some_and(|m| m.eq_ignore_ascii_case("cors"))
 }
 
 /// Only GET and HEAD may be replayed after a login; anything else would lose its body (B17).
@@ -111,8 +124,16 @@ impl App {
             return self.own_path(req, origin, own);
         }
 
-        let Some(route) = self.config.policy.find(&target.host, target.port, target.path) else {
-            return reply(pages::no_route_for_path(Some(req), &target.host, target.path));
+        let Some(route) = self
+            .config
+            .policy
+            .find(&target.host, target.port, target.path)
+        else {
+            return reply(pages::no_route_for_path(
+                Some(req),
+                &target.host,
+                target.path,
+            ));
         };
         if route.is_public() {
             return self.forward(req, route, origin, &target, None);
@@ -164,7 +185,10 @@ impl App {
                     reply(self.sign_in(req, origin, &target))
                 }
             },
-            _ => reply(pages::not_found(Some(req), &format!("{}/.pomerium{rest}", origin.authority()))),
+            _ => reply(pages::not_found(
+                Some(req),
+                &format!("{}/.pomerium{rest}", origin.authority()),
+            )),
         }
     }
 
@@ -180,7 +204,10 @@ impl App {
                 Some(s) => self.user_page(req, &s, &auth.authority()),
                 None => reply(pages::signed_out(Some(req))),
             },
-            _ => reply(pages::not_found(Some(req), &format!("{}{}", auth.authority(), target.path))),
+            _ => reply(pages::not_found(
+                Some(req),
+                &format!("{}{}", auth.authority(), target.path),
+            )),
         }
     }
 
@@ -210,7 +237,9 @@ impl App {
             "http" => false,
             _ => return false,
         };
-        let Some(host) = url.host_str() else { return false };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port();
         let auth = &self.config.authenticate;
@@ -231,15 +260,21 @@ impl App {
         target: &Target<'_>,
         session: Option<&Session>,
     ) -> Decision {
-        let headers = crate::rewrite::upstream_headers(req, route, origin, &self.config.cookie.name, session);
+        let headers =
+            crate::rewrite::upstream_headers(req, route, origin, &self.config.cookie.name, session);
         let plan = ForwardPlan {
             upstream: Rc::clone(&route.to),
             method: req.head.method.clone(),
             target: target.path_and_query.to_owned(),
             headers,
-            timeout: route.timeout.unwrap_or(self.config.default_upstream_timeout),
+            timeout: route
+                .timeout
+                .unwrap_or(self.config.default_upstream_timeout),
         };
-        Decision { action: Action::Forward(plan), user: session.map(|s| s.email.clone()) }
+        Decision {
+            action: Action::Forward(plan),
+            user: session.map(|s| s.email.clone()),
+        }
     }
 }
 

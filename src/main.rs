@@ -77,7 +77,10 @@ fn args() -> Vec<String> {
 fn parse_cli() -> Cli {
     let args = args();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (cmd, rest) = strs.split_first().map(|(c, r)| (*c, r)).unwrap_or(("postern", &[]));
+    let (cmd, rest) = strs
+        .split_first()
+        .map(|(c, r)| (*c, r))
+        .unwrap_or(("postern", &[]));
     match Cli::from_args(&[cmd], rest) {
         Ok(cli) => cli,
         Err(early) => {
@@ -93,7 +96,7 @@ fn parse_cli() -> Cli {
 }
 
 fn gen_secret() -> ExitCode {
-    match seal::random_secret() {
+    match config::generate_secret() {
         Ok(s) => {
             println!("{s}");
             ExitCode::SUCCESS
@@ -126,11 +129,14 @@ fn main() -> ExitCode {
                 for w in &cfg.warnings {
                     println!("warning: {w}");
                 }
-                println!("configuration OK: {}", cfg.summary());
+                println!("configuration OK");
+                for line in cfg.summary() {
+                    println!("  {line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprintln!("configuration has {} problem(s):\n{errors}", errors.len());
+                eprintln!("configuration has {} problem(s):\n{errors}", errors.0.len());
                 ExitCode::FAILURE
             }
         };
@@ -138,7 +144,10 @@ fn main() -> ExitCode {
     let cfg = match loaded {
         Ok(cfg) => cfg,
         Err(errors) => {
-            eprintln!("postern: configuration has {} problem(s):\n{errors}", errors.len());
+            eprintln!(
+                "postern: configuration has {} problem(s):\n{errors}",
+                errors.0.len()
+            );
             eprintln!("postern: not started. `postern --check` re-checks the configuration.");
             return ExitCode::FAILURE;
         }
@@ -151,7 +160,10 @@ fn run(cfg: config::Config) -> ExitCode {
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
-    log::info!("postern {} starting: {}", env!("CARGO_PKG_VERSION"), cfg.summary());
+    log::info!("postern {} starting", env!("CARGO_PKG_VERSION"));
+    for line in cfg.summary() {
+        log::info!("{line}");
+    }
 
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(async {
@@ -162,16 +174,34 @@ fn run(cfg: config::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let scheme = if cfg.tls.is_some() { "https" } else { "http (INSECURE_SERVER: TLS ends in front of postern)" };
+        let scheme = if cfg.tls.is_some() {
+            "https"
+        } else {
+            "http (INSECURE_SERVER: TLS ends in front of postern)"
+        };
         log::info!(
             "listening on {} ({scheme}); {} route(s); sign-in at {}",
             cfg.address,
-            cfg.policy.len(),
+            cfg.policy.routes.len(),
             cfg.authenticate_url
         );
         let tls = cfg.tls.clone();
-        let opts = Rc::new(server::ServerOptions::new(cfg.headers.clone()));
-        let authn = authn::Authn::new(authn::AuthnSettings::from_config(&cfg));
+        let pool = Rc::new(forward::Pool::new(
+            forward::PoolLimits::default(),
+            Some(tls::client_config()),
+        ));
+        let opts = Rc::new(server::ServerOptions {
+            limits: server::Limits::default(),
+            security_headers: cfg.headers.clone(),
+            pool,
+        });
+        let authn = match authn::Authn::new(authn::AuthnSettings::from_config(&cfg)) {
+            Ok(a) => a,
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let app = Rc::new(handle::App { config: cfg, authn });
         server::serve(&ex, listener, tls, app, opts).await;
         ExitCode::SUCCESS

@@ -77,7 +77,10 @@ pub fn upstream_headers(
     headers.set("host", host);
 
     headers.append("x-forwarded-for", req.peer.ip().to_string());
-    headers.append("x-forwarded-proto", if origin.https { "https" } else { "http" });
+    headers.append(
+        "x-forwarded-proto",
+        if origin.https { "https" } else { "http" },
+    );
     if !client_host.is_empty() {
         headers.append("x-forwarded-host", client_host);
     }

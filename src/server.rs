@@ -129,12 +129,10 @@ pub async fn serve<'a, H: Handler + 'a>(
         ex.spawn(async move {
             let _guard = guard;
             match acceptor {
-                None => connection(Conn::new(stream), peer, false, &*handler, &opts).await,
+                None => connection(Conn::new(stream), peer, &*handler, &opts).await,
                 Some(acceptor) => {
                     match timeout(opts.limits.handshake_timeout, acceptor.accept(stream)).await {
-                        Some(Ok(tls)) => {
-                            connection(Conn::new(tls), peer, true, &*handler, &opts).await
-                        }
+                        Some(Ok(tls)) => connection(Conn::new(tls), peer, &*handler, &opts).await,
                         Some(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
                         None => log::debug!("TLS handshake with {peer} timed out"),
                     }
@@ -210,13 +208,8 @@ async fn refuse_busy<H: Handler + ?Sized>(
 }
 
 /// Serves the requests of one connection, in order, until it closes, times out, or must not be reused.
-async fn connection<S, H>(
-    mut conn: Conn<S>,
-    peer: SocketAddr,
-    tls: bool,
-    handler: &H,
-    opts: &ServerOptions,
-) where
+async fn connection<S, H>(mut conn: Conn<S>, peer: SocketAddr, handler: &H, opts: &ServerOptions)
+where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler + ?Sized,
 {
@@ -266,7 +259,7 @@ async fn connection<S, H>(
             }
         };
         let body_kind = framing::request_body(&head);
-        let req = Request { head, peer, tls };
+        let req = Request { head, peer };
         let body_kind = match body_kind {
             Ok(kind) => kind,
             Err(e) => {
@@ -484,10 +477,14 @@ where
 
 /// One line per request. The path is logged without its query: queries carry codes and tokens.
 fn access_log(req: &Request, outcome: &Outcome, user: Option<&str>, started: Instant) {
+    log::info!(target: "access", "{}", access_line(req, outcome, user, started.elapsed()));
+}
+
+/// `peer host method path status bytes duration user`; empty host or user as `-`.
+fn access_line(req: &Request, outcome: &Outcome, user: Option<&str>, elapsed: Duration) -> String {
     let host = req.head.headers.get("host").unwrap_or("-");
     let path = req.head.target.split(['?', '#']).next().unwrap_or("");
-    log::info!(
-        target: "access",
+    format!(
         "{} {} {} {} {} {} {}ms {}",
         req.peer,
         Escaped(host),
@@ -495,9 +492,9 @@ fn access_log(req: &Request, outcome: &Outcome, user: Option<&str>, started: Ins
         Escaped(path),
         outcome.status,
         outcome.bytes,
-        started.elapsed().as_millis(),
-        user.map(Escaped).map_or_else(|| "-".to_string(), |u| u.to_string())
-    );
+        elapsed.as_millis(),
+        Escaped(user.unwrap_or("-"))
+    )
 }
 
 /// Log-safe text: no spaces or control characters that could forge a log line.
@@ -506,7 +503,9 @@ struct Escaped<'a>(&'a str);
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() || c == ' ' || c == '"' {
+            if c == ' ' {
+                f.write_str("\\x20")?;
+            } else if c.is_control() || c == '"' || c == '\\' {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 write!(f, "{c}")?;

@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn heads_are_written_byte_exact() {
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         h.append("host", "app.example");
         h.append("x-bad", "a\r\nInjected: yes");
         h.append("bad name", "v");
@@ -176,7 +176,7 @@ mod tests {
             version: Version::Http10,
             status: 404,
             reason: String::new(),
-            headers: Headers::new(),
+            headers: Headers::default(),
         };
         let mut out = Vec::new();
         response_head(&head, &mut out);

@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     fn req(version: Version, headers: &[(&str, &str)]) -> RequestHead {
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         for (n, v) in headers {
             h.append(n, *v);
         }
@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
-        let mut h = Headers::new();
+        let mut h = Headers::default();
         for (n, v) in headers {
             h.append(n, *v);
         }

@@ -7,10 +7,6 @@ pub struct Headers {
 }
 
 impl Headers {
-    pub fn new() -> Self {
-        Headers { list: Vec::new() }
-    }
-
     pub fn with_capacity(n: usize) -> Self {
         Headers {
             list: Vec::with_capacity(n),
@@ -62,17 +58,8 @@ impl Headers {
         self.list.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// Mutable access to the values, for in-place rewriting (e.g. filtering cookies).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut String)> {
-        self.list.iter_mut().map(|(n, v)| (n.as_str(), v))
-    }
-
     pub fn len(&self) -> usize {
         self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
     }
 
     /// True when a comma-separated header (e.g. `Connection`) lists `token`, case-insensitively.

@@ -53,10 +53,9 @@ pub struct ResponseHead {
     pub headers: Headers,
 }
 
-/// A request as the request path sees it: its head, who sent it, and whether it came over TLS.
+/// A request as the request path sees it: its head and who sent it.
 #[derive(Debug)]
 pub struct Request {
     pub head: RequestHead,
     pub peer: std::net::SocketAddr,
-    pub tls: bool,
 }

@@ -41,10 +41,22 @@ pub fn json_str(s: &str) -> String {
 }
 
 /// A page for a person or a script: `title` and `text` are plain text; `extra_html` is trusted markup.
-fn page(req: Option<&Request>, status: u16, code: &str, title: &str, text: &str, extra_html: &str) -> Reply {
+fn page(
+    req: Option<&Request>,
+    status: u16,
+    code: &str,
+    title: &str,
+    text: &str,
+    extra_html: &str,
+) -> Reply {
     match format_of(req) {
         Format::Html => {
-            let body = format!("<h1>{}</h1><p>{}</p>{}", escape(title), escape(text), extra_html);
+            let body = format!(
+                "<h1>{}</h1><p>{}</p>{}",
+                escape(title),
+                escape(text),
+                extra_html
+            );
             Reply::html(status, layout(title, &body))
         }
         Format::Json => Reply::json(
@@ -82,8 +94,15 @@ pub fn no_route_for_path(req: Option<&Request>, host: &str, path: &str) -> Reply
 }
 
 /// 403: signed in, but this account may not use this application.
-pub fn forbidden(req: Option<&Request>, host: &str, email: &str, reason: &str, sign_out_url: &str) -> Reply {
-    let text = format!("You are signed in as {email}, and that account may not use {host}: {reason}.");
+pub fn forbidden(
+    req: Option<&Request>,
+    host: &str,
+    email: &str,
+    reason: &str,
+    sign_out_url: &str,
+) -> Reply {
+    let text =
+        format!("You are signed in as {email}, and that account may not use {host}: {reason}.");
     let extra = format!(
         "<p>To use another account, <a class=\"button\" href=\"{}\">sign out</a> and sign in again.</p>",
         escape(sign_out_url)
@@ -147,7 +166,14 @@ pub fn login_failed(req: Option<&Request>, status: u16, detail: &str, retry_url:
         "<p><a class=\"button\" href=\"{}\">Try again</a></p>",
         escape(retry_url)
     );
-    page(req, status, "login_failed", "Sign-in failed", detail, &extra)
+    page(
+        req,
+        status,
+        "login_failed",
+        "Sign-in failed",
+        detail,
+        &extra,
+    )
 }
 
 pub fn signed_out(req: Option<&Request>) -> Reply {
@@ -203,9 +229,17 @@ pub fn user_page(req: Option<&Request>, u: &UserInfo<'_>, sign_out_url: &str) ->
             let groups = if u.groups.is_empty() {
                 "<em>none</em>".to_string()
             } else {
-                u.groups.iter().map(|g| escape(g)).collect::<Vec<_>>().join(", ")
+                u.groups
+                    .iter()
+                    .map(|g| escape(g))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
-            let verified = if u.email_verified { "" } else { " <em>(not verified)</em>" };
+            let verified = if u.email_verified {
+                ""
+            } else {
+                " <em>(not verified)</em>"
+            };
             let body = format!(
                 "<h1>Signed in</h1><table>\
                  <tr><th>Email</th><td id=\"email\">{}{verified}</td></tr>\
@@ -231,14 +265,18 @@ mod tests {
     use crate::http::{Headers, RequestHead, Version};
 
     fn req(accept: Option<&str>) -> Request {
-        let mut headers = Headers::new();
+        let mut headers = Headers::default();
         if let Some(a) = accept {
             headers.append("accept", a);
         }
         Request {
-            head: RequestHead { method: "GET".into(), target: "/".into(), version: Version::Http11, headers },
+            head: RequestHead {
+                method: "GET".into(),
+                target: "/".into(),
+                version: Version::Http11,
+                headers,
+            },
             peer: "127.0.0.1:1".parse().expect("literal address"),
-            tls: false,
         }
     }
 
@@ -246,7 +284,10 @@ mod tests {
     fn format_follows_accept() {
         let cases = [
             (None, Format::Text),
-            (Some("text/html,application/xhtml+xml,*/*;q=0.8"), Format::Html),
+            (
+                Some("text/html,application/xhtml+xml,*/*;q=0.8"),
+                Format::Html,
+            ),
             (Some("application/json"), Format::Json),
             (Some("application/json, text/html"), Format::Json),
             (Some("text/html, application/json"), Format::Html),
@@ -260,12 +301,24 @@ mod tests {
 
     #[test]
     fn forbidden_names_the_account_and_escapes_it() {
-        let r = forbidden(Some(&req(Some("text/html"))), "app.example.com", "<b>@x", "not on the list", "/s");
+        let r = forbidden(
+            Some(&req(Some("text/html"))),
+            "app.example.com",
+            "<b>@x",
+            "not on the list",
+            "/s",
+        );
         let body = String::from_utf8_lossy(&r.body).into_owned();
         assert_eq!(r.status, 403);
         assert!(body.contains("&lt;b&gt;@x"), "{body}");
         assert!(!body.contains("<b>@x"));
-        let j = forbidden(Some(&req(Some("application/json"))), "h", "bob@example.com", "r", "/s");
+        let j = forbidden(
+            Some(&req(Some("application/json"))),
+            "h",
+            "bob@example.com",
+            "r",
+            "/s",
+        );
         let v: serde_json::Value = serde_json::from_slice(&j.body).expect("json body");
         assert_eq!(v["email"], "bob@example.com");
     }

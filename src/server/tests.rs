@@ -69,7 +69,7 @@ async fn fake_upstream(
     }
 }
 
-async fn fake_upstream_connection(stream: TcpStream, n: usize) {
+async fn fake_upstream_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, n: usize) {
     let mut conn = Conn::new(stream);
     let mut die_next = false;
     while let Ok(Some(head)) = conn.read_request_head(&HeadLimits::default()).await {
@@ -152,10 +152,8 @@ where
             drop(up_listener); // nothing listens on that port any more
         }
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: up_port,
             authority: format!("127.0.0.1:{up_port}"),
+            ..Upstream::new(false, "127.0.0.1".into(), up_port, String::new())
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -512,10 +510,8 @@ fn busy_server_refuses_politely() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: 9,
             authority: "x".into(),
+            ..Upstream::new(false, "127.0.0.1".into(), 9, String::new())
         });
         let opts = Rc::new(ServerOptions {
             limits: Limits {
@@ -560,10 +556,8 @@ fn connection_task_is_small() {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let upstream = Rc::new(Upstream {
-            https: false,
-            host: "127.0.0.1".into(),
-            port: 9,
             authority: "x".into(),
+            ..Upstream::new(false, "127.0.0.1".into(), 9, String::new())
         });
         let handler = TestHandler {
             upstream,
@@ -575,10 +569,281 @@ fn connection_task_is_small() {
             pool: Rc::new(Pool::new(PoolLimits::default(), None)),
         };
         let peer = client.local_addr().unwrap();
-        let fut = connection(Conn::new(client), peer, false, &handler, &opts);
+        let fut = connection(Conn::new(client), peer, &handler, &opts);
         let size = std::mem::size_of_val(&fut);
         eprintln!("connection future: {size} bytes");
         // About 1.9 KB with rustc 1.95; the budget for a whole idle connection is about 8 KB.
         assert!(size < 3072, "connection future is {size} bytes");
     }));
+}
+
+/// TLS material for tests only: a self-signed P-256 certificate for `localhost` and `127.0.0.1` (100 years).
+fn test_tls() -> (Arc<ServerConfig>, Arc<futures_rustls::rustls::ClientConfig>) {
+    use futures_rustls::rustls::pki_types::pem::PemObject;
+    use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use futures_rustls::rustls::{crypto, ClientConfig, RootCertStore};
+    let cert =
+        CertificateDer::from_pem_slice(include_bytes!("testdata/cert.pem")).expect("test cert");
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/key.pem")).expect("test key");
+    let provider = Arc::new(crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server config");
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+#[test]
+fn tls_on_both_legs() {
+    use futures_rustls::rustls::pki_types::ServerName;
+    use futures_rustls::{TlsAcceptor, TlsConnector};
+    let (server_cfg, client_cfg) = test_tls();
+    let ex = Rc::new(LocalExecutor::new());
+    smol::block_on(ex.run(async {
+        // The fake upstream, over TLS.
+        let up_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_port = up_listener.local_addr().unwrap().port();
+        let acceptor = TlsAcceptor::from(server_cfg.clone());
+        let accepts = Rc::new(Cell::new(0usize));
+        let (ex2, accepts2) = (ex.clone(), accepts.clone());
+        ex.spawn(async move {
+            while let Ok((tcp, _)) = up_listener.accept().await {
+                accepts2.set(accepts2.get() + 1);
+                let n = accepts2.get();
+                let acceptor = acceptor.clone();
+                ex2.spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        fake_upstream_connection(tls, n).await;
+                    }
+                })
+                .detach();
+            }
+        })
+        .detach();
+
+        let upstream = Rc::new(Upstream {
+            authority: format!("127.0.0.1:{up_port}"),
+            ..Upstream::new(true, "127.0.0.1".into(), up_port, String::new())
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Rc::new(Pool::new(PoolLimits::default(), Some(client_cfg.clone())));
+        let opts = Rc::new(ServerOptions {
+            limits: Limits::default(),
+            security_headers: Vec::new(),
+            pool: pool.clone(),
+        });
+        let handler = Rc::new(TestHandler {
+            upstream,
+            timeout: Duration::from_secs(5),
+        });
+        let server = async {
+            serve(&ex, listener, Some(server_cfg.clone()), handler, opts).await;
+        };
+        let test = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let tls = TlsConnector::from(client_cfg.clone())
+                .connect(name, tcp)
+                .await
+                .expect("client handshake");
+            let mut c = Conn::new(tls);
+            for i in 0..2 {
+                c.write_all(format!("GET /tls{i} HTTP/1.1\r\nHost: app\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                c.flush().await.unwrap();
+                let head = c.read_response_head(&HeadLimits::default()).await.unwrap();
+                let kind = framing::response_body("GET", &head).unwrap();
+                let body = BodyReader::new(kind)
+                    .read_to_end(&mut c, 1 << 20)
+                    .await
+                    .unwrap();
+                let body = String::from_utf8(body).unwrap();
+                assert_eq!(head.status, 200, "{body}");
+                assert!(body.starts_with(&format!("GET /tls{i} conn=1 ")), "{body}");
+            }
+            c.write_all(b"GET /chunked HTTP/1.1\r\nHost: app\r\n\r\n")
+                .await
+                .unwrap();
+            c.flush().await.unwrap();
+            let head = c.read_response_head(&HeadLimits::default()).await.unwrap();
+            let body = BodyReader::new(framing::response_body("GET", &head).unwrap())
+                .read_to_end(&mut c, 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(body, b"hello world");
+            assert_eq!((accepts.get(), pool.connects()), (1, 1));
+        };
+        assert!(
+            timeout(Duration::from_secs(10), smol::future::or(server, test))
+                .await
+                .is_some()
+        );
+    }));
+}
+
+#[test]
+fn https_upstream_without_tls_client_is_502() {
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Rc::new(Upstream {
+            authority: "x".into(),
+            ..Upstream::new(true, "127.0.0.1".into(), 9, String::new())
+        });
+        let opts = Rc::new(ServerOptions {
+            limits: Limits::default(),
+            security_headers: Vec::new(),
+            pool: Rc::new(Pool::new(PoolLimits::default(), None)),
+        });
+        let handler = Rc::new(TestHandler {
+            upstream,
+            timeout: Duration::from_secs(1),
+        });
+        let server = async {
+            serve(&ex, listener, None, handler, opts).await;
+        };
+        let test = async {
+            let mut c = connect(addr, b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n").await;
+            let (h, b) = response(&mut c, "GET").await;
+            assert_eq!(h.status, 502);
+            assert!(b.contains("TLS client configuration"), "{b}");
+        };
+        assert!(
+            timeout(Duration::from_secs(10), smol::future::or(server, test))
+                .await
+                .is_some()
+        );
+    }));
+}
+
+#[test]
+fn access_line_drops_the_query_and_escapes() {
+    let mut headers = crate::http::Headers::default();
+    headers.append("host", "app.example");
+    let head = RequestHead {
+        method: "GET".into(),
+        target: "/oauth2/callback?code=SECRET&state=x".into(),
+        version: crate::http::Version::Http11,
+        headers,
+    };
+    let req = Request {
+        head,
+        peer: "10.0.0.1:5000".parse().unwrap(),
+    };
+    let outcome = Outcome {
+        status: 302,
+        bytes: 12,
+        keep_alive: true,
+    };
+    let line = access_line(
+        &req,
+        &outcome,
+        Some("alice@example.com"),
+        Duration::from_millis(7),
+    );
+    assert_eq!(
+        line,
+        "10.0.0.1:5000 app.example GET /oauth2/callback 302 12 7ms alice@example.com"
+    );
+    let line = access_line(&req, &outcome, Some("evil\n1.2.3.4 forged"), Duration::ZERO);
+    assert!(line.ends_with(r"evil\n1.2.3.4\x20forged"), "{line}");
+    assert!(!line.contains("SECRET"));
+}
+
+#[test]
+fn slow_head_gets_408() {
+    run(true, Duration::from_secs(5), |env| async move {
+        let started = std::time::Instant::now();
+        let mut c = connect(env.addr, b"GET /x HTTP/1.1\r\nHost: a").await;
+        let (h, _) = response(&mut c, "GET").await;
+        assert_eq!(h.status, 408);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(closed(&mut c).await);
+    });
+}
+
+#[test]
+fn tls_handshake_times_out() {
+    let (server_cfg, _) = test_tls();
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Rc::new(Upstream {
+            authority: "x".into(),
+            ..Upstream::new(false, "127.0.0.1".into(), 9, String::new())
+        });
+        let opts = Rc::new(ServerOptions {
+            limits: Limits {
+                handshake_timeout: Duration::from_millis(200),
+                ..Limits::default()
+            },
+            security_headers: Vec::new(),
+            pool: Rc::new(Pool::new(PoolLimits::default(), None)),
+        });
+        let handler = Rc::new(TestHandler {
+            upstream,
+            timeout: Duration::from_secs(1),
+        });
+        let server = async {
+            serve(&ex, listener, Some(server_cfg), handler, opts).await;
+        };
+        let test = async {
+            let mut c = connect(addr, b"").await;
+            assert!(closed(&mut c).await);
+        };
+        assert!(
+            timeout(Duration::from_secs(10), smol::future::or(server, test))
+                .await
+                .is_some()
+        );
+    }));
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Measurement, not a check: `cargo test --release measure_idle -- --ignored --nocapture`. Both ends of each
+/// connection live in this process, so the figure is an upper bound for postern's side.
+#[test]
+#[ignore]
+fn measure_idle_keep_alive_memory() {
+    run(true, Duration::from_secs(5), |env| async move {
+        let mut warm = connect(env.addr, b"GET /reply HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        let _ = response(&mut warm, "GET").await;
+        let before = rss_kb();
+        let mut conns = Vec::new();
+        for _ in 0..1000 {
+            let mut c = connect(env.addr, b"GET /reply HTTP/1.1\r\nHost: app\r\n\r\n").await;
+            let _ = response(&mut c, "GET").await;
+            c.release_if_empty();
+            conns.push(c);
+        }
+        Timer::after(Duration::from_millis(200)).await;
+        let after = rss_kb();
+        eprintln!(
+            "idle keep-alive connections: {} bytes each (both ends)",
+            (after - before) * 1024 / 1000
+        );
+    });
 }
