@@ -49,7 +49,10 @@ def main() -> int:
     policy = (HERE / "policy.yaml").read_text()
     procs: list[harness.Proc] = []
 
-    def stop_all(*_args) -> None:
+    def stop_all() -> None:
+        # A second Ctrl-C (or SIGTERM) must not interrupt the clean-up and leave the IdP or httpbin running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in reversed(procs):
             p.stop()
 

@@ -17,6 +17,7 @@ import harness
 from harness import Postern
 
 harness.resolve_to_loopback(harness.TEST_DOMAIN)
+harness.stop_on_sigterm()
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"

@@ -8,6 +8,7 @@ redirect chain of a sign-in hop by hop, filling in the IdP's real HTML login for
 
 from __future__ import annotations
 
+import atexit
 import base64
 import html.parser
 import json
@@ -100,6 +101,28 @@ class Proc:
             self.popen.wait(grace)
 
 
+_started: list[Proc] = []
+
+
+def stop_everything() -> None:
+    """Stop every process this module started that still runs (at exit, and on SIGTERM via stop_on_sigterm)."""
+    for p in reversed(_started):
+        p.stop(grace=3)
+
+
+atexit.register(stop_everything)
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (e.g. from `timeout`) into KeyboardInterrupt so fixtures tear down and nothing is left running."""
+
+    def on_term(*_args) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None,
           log_dir: Path = LOG_DIR) -> Proc:
     """Start a process in its own process group with stdout+stderr to log_dir/name.log."""
@@ -111,7 +134,9 @@ def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = No
                                  stdin=subprocess.DEVNULL, start_new_session=True)
     finally:
         out.close()
-    return Proc(name, popen, log)
+    proc = Proc(name, popen, log)
+    _started.append(proc)
+    return proc
 
 
 def wait_until(proc: Proc, ready, what: str, timeout: float = READY_TIMEOUT) -> None:
