@@ -49,6 +49,8 @@ step fmt 120 cargo fmt --check
 step build 1200 cargo build
 build_ok=$?
 step clippy 1200 cargo clippy --all-targets -- -D warnings
+# The design card forbids these runtimes/clients anywhere in the tree (normal, build and dev dependencies).
+step no-tokio 120 bash -c '! cargo tree --prefix none -e normal,build,dev | grep -E "^(tokio|hyper|reqwest|async-std) " '
 
 step unit 900 cargo test
 unit_ok=$?
