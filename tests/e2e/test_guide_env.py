@@ -16,7 +16,7 @@ import pytest
 import harness
 from conftest import ALICE, Ports
 
-NAS = "int.nas.example"
+NAS = harness.NAS_DOMAIN
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +31,7 @@ def guide(idp, httpbin, ports: Ports, log_dir):
         f"  to: {httpbin}\n"
         f"  allow_public_unauthenticated_access: true\n"
     )
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS}",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(policy),
-        "LOG_LEVEL": "debug",
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=policy)
     proc = harness.start_postern("postern-insecure", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     yield port
     proc.stop()
