@@ -183,6 +183,8 @@ class GuideSite:
 @pytest.fixture(scope="module", params=["dsm", "alone"])
 def guide_site(request, idp, httpbin, nas_certs: harness.Certs, log_dir: Path):
     topology = request.param
+    if topology == "dsm" and not harness.nginx_bin():
+        pytest.skip("nginx is not installed (Debian package `nginx`; make deps installs it as root)")
     allowed = [] if BREAK_POLICY else [ALICE]
     policy = harness.guide_policy(httpbin, allowed)
     (log_dir / f"guide-{topology}-policy.yaml").write_text(policy)

@@ -125,6 +125,13 @@ def test_the_allowed_user_reaches_httpbin(walk: Walk, guide_site: GuideSite):
         assert s["hsts"] and "max-age=" in s["hsts"], show(s)
 
 
+def test_the_session_cookie_is_per_host_secure_httponly_lax(walk: Walk):
+    cookies = walk["alice"]["cookies"]
+    ours = [c for c in cookies if c["name"] == "_pomerium" and c["domain"] == f"httpbin.{NAS}"]
+    assert ours and ours[0]["secure"] and ours[0]["httpOnly"] and ours[0]["sameSite"] == "Lax", cookies
+    assert not [c for c in cookies if c["domain"].lstrip(".") == NAS], cookies  # no cookie for the whole domain
+
+
 def test_httpbin_sees_https_and_no_postern_cookie(walk: Walk):
     s = walk["headers"]
     assert s["status"] == 200, show(s)

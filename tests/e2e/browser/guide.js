@@ -7,8 +7,8 @@
 //           (no blanket "ignore certificate errors", so HSTS and the padlock behave as with a trusted CA)
 //   idp     the IdP's origin (http://127.0.0.1:PORT)
 //   out     directory for screenshots, named PREFIX-<what>.png
-//   result  file to write the walk to: {steps: [{name, url, status, title, text, hsts, protocol, screenshot}],
-//           error?}
+//   result  file to write the walk to: {steps: [{name, url, status, title, text, hsts, protocol, cookies,
+//           screenshot}], error?} (cookies: name, domain and flags only, never values)
 // The script only walks and records what a person sees at each step; tests/e2e/test_guide_browser.py judges it.
 // A step that cannot be taken (a link or form missing) ends the walk with `error` naming the step.
 
@@ -57,6 +57,8 @@ async function observe(name, shot) {
     text: (await page.locator('body').innerText()).slice(0, 3000),
     hsts: last.headers['strict-transport-security'] || null,
     protocol: await page.evaluate(() => performance.getEntriesByType('navigation')[0]?.nextHopProtocol || null),
+    cookies: (await context.cookies()).map(({ name, domain, secure, httpOnly, sameSite }) => (
+      { name, domain, secure, httpOnly, sameSite })),
   };
   if (shot) {
     o.screenshot = path.join(args.out, `${args.prefix}-${shot}.png`);
