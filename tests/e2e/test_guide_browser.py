@@ -83,7 +83,7 @@ def walk(guide_site: GuideSite, log_dir) -> Walk:
         docs = harness.REPO / "docs"
         docs.mkdir(exist_ok=True)
         for shot, name in (("403", "403.png"), ("user-page", "user-page.png")):
-            src = shots / f"dsm-{shot}.png"
+            src = shots / f"dsm-{shot}-card.png"
             if src.exists():
                 shutil.copyfile(src, docs / name)
     return Walk(data, guide_site)

@@ -6,7 +6,7 @@
 //   spki    base64 SHA-256 of the wildcard certificate's public key: Chromium trusts exactly that certificate
 //           (no blanket "ignore certificate errors", so HSTS and the padlock behave as with a trusted CA)
 //   idp     the IdP's origin (http://127.0.0.1:PORT)
-//   out     directory for screenshots, named PREFIX-<what>.png
+//   out     directory for screenshots, named PREFIX-<what>.png (and PREFIX-<what>-card.png: postern's card only)
 //   result  file to write the walk to: {steps: [{name, url, status, title, text, hsts, protocol, cookies,
 //           screenshot}], error?} (cookies: name, domain and flags only, never values)
 // The script only walks and records what a person sees at each step; tests/e2e/test_guide_browser.py judges it.
@@ -63,6 +63,9 @@ async function observe(name, shot) {
   if (shot) {
     o.screenshot = path.join(args.out, `${args.prefix}-${shot}.png`);
     await page.screenshot({ path: o.screenshot });
+    // postern's own pages: also the card alone, small enough for the docs.
+    const card = page.locator('body > main');
+    if (await card.count()) await card.screenshot({ path: o.screenshot.replace(/\.png$/, '-card.png') });
   }
   result.steps.push(o);
 }
