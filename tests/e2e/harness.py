@@ -257,11 +257,12 @@ def make_certs(out_dir: Path, names: list[str], ca_name: str = "postern test CA"
 # ---------------------------------------------------------------------------------------------------------------
 # Name resolution (test process only)
 
-_orig_getaddrinfo = socket.getaddrinfo
 
 
 def resolve_to_loopback(suffix: str = TEST_DOMAIN) -> None:
-    """Make `suffix` and every name under it resolve to 127.0.0.1 in this process; URLs, Host and SNI keep the name."""
+    """Make `suffix` and every name under it resolve to 127.0.0.1 in this process; URLs, Host and SNI keep the name.
+    Calls add up: each wraps the resolver in place, so several suffixes can be mapped."""
+    previous = socket.getaddrinfo
 
     def getaddrinfo(host, *args, **kwargs):
         if isinstance(host, (str, bytes)):
@@ -269,7 +270,7 @@ def resolve_to_loopback(suffix: str = TEST_DOMAIN) -> None:
             h = h.rstrip(".").lower()
             if h == suffix or h.endswith("." + suffix):
                 host = "127.0.0.1"
-        return _orig_getaddrinfo(host, *args, **kwargs)
+        return previous(host, *args, **kwargs)
 
     socket.getaddrinfo = getaddrinfo
 
