@@ -258,7 +258,6 @@ def make_certs(out_dir: Path, names: list[str], ca_name: str = "postern test CA"
 # Name resolution (test process only)
 
 
-
 def resolve_to_loopback(suffix: str = TEST_DOMAIN) -> None:
     """Make `suffix` and every name under it resolve to 127.0.0.1 in this process; URLs, Host and SNI keep the name.
     Calls add up: each wraps the resolver in place, so several suffixes can be mapped."""
