@@ -4,7 +4,7 @@
 #   make e2e     only the end-to-end tests (real IdP, httpbin, postern)
 #   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
-#                E2E_BROWSER=0 skips installing Chromium (the browser test then skips itself)
+#                E2E_BROWSER=0 skips installing Chromium and nginx (the browser tests then skip themselves)
 
 SHELL       := /bin/bash
 CARGO       ?= cargo
