@@ -3,7 +3,7 @@
 
 use super::error::{ConfigError, Doc};
 use super::lines::{top_key_line, ItemLines};
-use super::policy::{yaml_error, PolicyDoc, RouteRaw};
+use super::policy::{yaml_error, PolicyDoc};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
@@ -15,8 +15,8 @@ macro_rules! file_options {
         #[serde(deny_unknown_fields)]
         pub(crate) struct FileOptions {
             $($key: Option<Value>,)*
-            policy: Option<Vec<RouteRaw>>,
-            routes: Option<Vec<RouteRaw>>,
+            policy: Option<Vec<Value>>,
+            routes: Option<Vec<Value>>,
         }
 
         impl FileOptions {

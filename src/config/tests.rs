@@ -234,7 +234,9 @@ fn unknown_route_key_with_line_number() {
     let e = errors_of(load_yaml(yaml, &without_policy()));
     assert!(e.contains("postern.yaml line 5"), "{e}");
     assert!(
-        e.contains("route 1: unknown field `allowed_user` (did you mean `allowed_users`?)"),
+        e.contains(
+            "route 1 (https://app.example.com): unknown field `allowed_user` (did you mean `allowed_users`?)"
+        ),
         "{e}"
     );
     let e = errors_of(load_env(&with(
@@ -253,6 +255,25 @@ fn unknown_route_key_with_line_number() {
     let e = errors_of(load_yaml("cookie_nmae: x\n", &guide_env()));
     assert!(
         e.contains("postern.yaml line 1") && e.contains("unknown field `cookie_nmae`"),
+        "{e}"
+    );
+}
+
+/// A mistake in one route hides none in another: every route is read on its own.
+#[test]
+fn problems_in_several_routes_are_all_reported() {
+    let yaml = "policy:\n  - from: https://a.example.com\n    to: http://a - alice@example.com\n  - from: https://b.example.com\n    to: http://b\n    allowed_user: [bob@example.com]\n  - from: https://c.example.com\n    to: http://c\n    allowed_users: [carol]\n";
+    let e = errors_of(load_yaml(yaml, &without_policy()));
+    assert!(
+        e.contains("line 3: route 1 (https://a.example.com): `to`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("line 6: route 2 (https://b.example.com): unknown field `allowed_user`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("route 3 (https://c.example.com)") && e.contains("carol"),
         "{e}"
     );
 }
@@ -1033,7 +1054,7 @@ fn policy_file() {
     )));
     assert!(
         e.contains(&format!(
-            "{p} line 4: route 1: unknown field `allowed_user`"
+            "{p} line 4: route 1 (https://a.example.com): unknown field `allowed_user`"
         )),
         "{e}"
     );
