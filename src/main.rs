@@ -15,6 +15,7 @@ mod handle;
 mod http;
 mod logger;
 mod pages;
+mod path;
 mod reply;
 mod rewrite;
 mod route;
