@@ -109,15 +109,17 @@ fn is_safe(method: &str) -> bool {
 
 impl App {
     pub async fn decide(&self, req: &Request) -> Decision {
-        let target = match target_of(req) {
-            Ok(t) => t,
-            Err(why) => return reply(pages::bad_request(Some(req), &why)),
-        };
-        match target.path.as_str() {
+        // Health checks and crawlers get their answer on any host, even without one (an HTTP/1.0 probe).
+        let raw_path = req.head.target.split('?').next().unwrap_or_default();
+        match raw_path {
             "/ping" | "/healthz" => return reply(Reply::text(200, "OK\n")),
             "/robots.txt" => return reply(Reply::text(200, "User-agent: *\nDisallow: /\n")),
             _ => {}
         }
+        let target = match target_of(req) {
+            Ok(t) => t,
+            Err(why) => return reply(pages::bad_request(Some(req), &why)),
+        };
 
         let auth = &self.config.authenticate;
         if auth.matches(&target.host, target.port) {
@@ -193,9 +195,10 @@ impl App {
                     reply(self.sign_in(req, origin, &target))
                 }
             },
-            _ => reply(pages::not_found(
+            _ => reply(pages::no_route_for_path(
                 Some(req),
-                &format!("{}/.pomerium{rest}", origin.authority()),
+                &origin.authority(),
+                &format!("/.pomerium{rest}"),
             )),
         }
     }
@@ -212,9 +215,10 @@ impl App {
                 Some(s) => self.user_page(req, &s, &auth.authority()),
                 None => reply(pages::signed_out(Some(req))),
             },
-            _ => reply(pages::not_found(
+            _ => reply(pages::no_route_for_path(
                 Some(req),
-                &format!("{}{}", auth.authority(), target.path),
+                &auth.authority(),
+                &target.path,
             )),
         }
     }

@@ -130,14 +130,18 @@ pub fn load(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let file = match file {
+    let mut file = match file {
         Some(path) => Some(ConfigFile::read(path).map_err(|e| ConfigErrors(vec![e]))?),
         None => None,
     };
+    let errors = file
+        .as_mut()
+        .map(|f| std::mem::take(&mut f.unknown_keys))
+        .unwrap_or_default();
     Loader {
         env,
         file,
-        errors: Vec::new(),
+        errors,
         warnings: Vec::new(),
     }
     .load()
@@ -150,11 +154,12 @@ pub fn load_str(
     yaml: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let file = ConfigFile::parse(path, yaml.to_string()).map_err(|e| ConfigErrors(vec![e]))?;
+    let mut file = ConfigFile::parse(path, yaml.to_string()).map_err(|e| ConfigErrors(vec![e]))?;
+    let errors = std::mem::take(&mut file.unknown_keys);
     Loader {
         env,
         file: Some(file),
-        errors: Vec::new(),
+        errors,
         warnings: Vec::new(),
     }
     .load()

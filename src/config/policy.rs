@@ -74,7 +74,7 @@ pub(crate) fn yaml_error(doc: Doc, e: &serde_yaml_ng::Error, text: &str) -> Conf
 
 /// serde's wording, made for a person: `policy[0]: ` becomes `route 1: `, and an unknown key gets a
 /// "did you mean" instead of the list of every known key.
-fn friendlier(message: &str) -> String {
+pub(crate) fn friendlier(message: &str) -> String {
     let mut out = message
         .trim_start_matches('.')
         .replace(

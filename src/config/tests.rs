@@ -278,6 +278,23 @@ fn problems_in_several_routes_are_all_reported() {
     );
 }
 
+/// A typo in a top-level key hides no other problem of the file.
+#[test]
+fn unknown_top_level_key_hides_nothing() {
+    let yaml = "idp_provder: google\ncookie_expire: 14 hours\n";
+    let e = errors_of(load_yaml(yaml, &without_policy()));
+    assert!(
+        e.contains(
+            "postern.yaml line 1: unknown field `idp_provder` (did you mean `idp_provider`?)"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("cookie_expire in ") && e.contains("line 2"),
+        "{e}"
+    );
+}
+
 /// B28 (a).
 #[test]
 fn authenticate_host_may_not_be_a_route_host() {
