@@ -272,8 +272,14 @@ impl App {
         target: &Target,
         session: Option<&Session>,
     ) -> Decision {
-        let headers =
-            crate::rewrite::upstream_headers(req, route, origin, &self.config.cookie.name, session);
+        let headers = crate::rewrite::upstream_headers(
+            req,
+            route,
+            origin,
+            &self.config.cookie.name,
+            &self.config.trusted_proxies,
+            session,
+        );
         let plan = ForwardPlan {
             upstream: Rc::clone(&route.to),
             method: req.head.method.clone(),

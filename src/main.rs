@@ -23,6 +23,7 @@ mod seal;
 mod server;
 mod session;
 mod tls;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -43,6 +43,7 @@ pub fn upstream_headers(
     route: &Route,
     origin: &Origin,
     cookie_name: &str,
+    trusted: &[crate::trust::Cidr],
     session: Option<&Session>,
 ) -> Headers {
     let mut headers = req.head.headers.clone();
@@ -76,7 +77,9 @@ pub fn upstream_headers(
     };
     headers.set("host", host);
 
-    headers.append("x-forwarded-for", req.peer.ip().to_string());
+    let received: Vec<&str> = req.head.headers.get_all("x-forwarded-for").collect();
+    let (xff, _) = crate::trust::forwarded_for(trusted, req.peer.ip(), &received);
+    headers.append("x-forwarded-for", xff);
     headers.append(
         "x-forwarded-proto",
         if origin.https { "https" } else { "http" },

@@ -58,6 +58,7 @@ file_options!(
     log_level,
     services,
     policy_file,
+    trusted_proxies,
 );
 
 /// A parsed configuration file.

@@ -100,6 +100,8 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     pub default_upstream_timeout: Duration,
     pub log_level: log::LevelFilter,
+    /// TRUSTED_PROXIES: peers whose X-Forwarded-For is kept (see trust.rs).
+    pub trusted_proxies: Vec<crate::trust::Cidr>,
     pub policy: Policy,
     /// Things worth saying at start-up that do not stop it (a route that denies everyone, ignored settings).
     pub warnings: Vec<String>,
@@ -314,6 +316,7 @@ impl Loader<'_> {
         let default_upstream_timeout =
             self.duration("default_upstream_timeout", Duration::from_secs(30));
         let log_level = self.log_level();
+        let trusted_proxies = self.trusted_proxies();
         let policy = self.policy();
         if let (Some((_, auth, setting)), Some(policy)) = (&authenticate, &policy) {
             for route in &policy.routes {
@@ -361,6 +364,7 @@ impl Loader<'_> {
                 headers,
                 default_upstream_timeout,
                 log_level,
+                trusted_proxies,
                 policy,
                 warnings: self.warnings,
             }),
@@ -748,6 +752,46 @@ impl Loader<'_> {
                 default()
             }
         }
+    }
+
+    /// A comma/space separated list (env), or a YAML list or string (file).
+    fn trusted_proxies(&mut self) -> Vec<crate::trust::Cidr> {
+        let Some((setting, raw)) = self.get("trusted_proxies") else {
+            return Vec::new();
+        };
+        let items: Vec<String> = match &raw {
+            Raw::Yaml(serde_yaml_ng::Value::Sequence(seq)) => seq
+                .iter()
+                .map(|v| value::scalar_text(v).unwrap_or_else(|| format!("{v:?}")))
+                .collect(),
+            _ => match raw.text() {
+                Ok(s) => s
+                    .split([',', ' '])
+                    .filter(|p| !p.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                Err(found) => {
+                    self.invalid(
+                        &setting,
+                        "a list of IP addresses or address/prefix blocks",
+                        found,
+                    );
+                    return Vec::new();
+                }
+            },
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match crate::trust::Cidr::parse(&item) {
+                Ok(c) => out.push(c),
+                Err(e) => self.invalid(
+                    &setting,
+                    "IP addresses or address/prefix blocks like 127.0.0.1/32 or 192.168.1.0/24",
+                    e,
+                ),
+            }
+        }
+        out
     }
 
     fn log_level(&mut self) -> log::LevelFilter {
