@@ -172,7 +172,14 @@ impl App {
         if is_script(req) || !is_safe(&req.head.method) {
             // The return target is the app's front page, which a GET can load safely.
             let retry = format!("{}/", origin.url());
-            return pages::unauthorized(Some(req), &retry);
+            let mut r = pages::unauthorized(Some(req), &retry);
+            // The app's own scripts must be able to read the 401 (B18); other origins learn nothing.
+            if req.head.headers.get("origin") == Some(origin.url().as_str()) {
+                r.headers.append("access-control-allow-origin", origin.url());
+                r.headers.append("access-control-allow-credentials", "true");
+            }
+            r.headers.append("vary", "Origin");
+            return r;
         }
         let original = format!("{}{}", origin.url(), target.path_and_query);
         self.authn.sign_in_redirect(&origin.url(), &original)
