@@ -24,8 +24,10 @@ use crate::server::{Action, Decision, Handler};
 use crate::session::Session;
 
 pub struct App {
-    pub config: Config,
-    pub authn: Authn,
+    config: Config,
+    authn: Authn,
+    /// The authenticate host as `host[:port]`, issuer of identity assertions; computed once.
+    auth_authority: String,
 }
 
 /// The parts of the request target the decision needs.
@@ -108,6 +110,15 @@ fn is_safe(method: &str) -> bool {
 }
 
 impl App {
+    pub fn new(config: Config, authn: Authn) -> App {
+        let auth_authority = config.authenticate.authority();
+        App {
+            config,
+            authn,
+            auth_authority,
+        }
+    }
+
     pub async fn decide(&self, req: &Request) -> Decision {
         // Health checks and crawlers get their answer on any host, even without one (an HTTP/1.0 probe).
         let raw_path = req.head.target.split('?').next().unwrap_or_default();
@@ -130,6 +141,15 @@ impl App {
             return reply(pages::not_found(Some(req), &target.host));
         };
 
+        if target.path == "/.well-known/pomerium/jwks.json" {
+            let jwks = self
+                .config
+                .signing_key
+                .as_ref()
+                .map(|k| k.jwks())
+                .unwrap_or("{\"keys\":[]}\n");
+            return reply(Reply::json(200, jwks));
+        }
         if let Some(own) = target.path.strip_prefix("/.pomerium") {
             return self.own_path(req, origin, own);
         }
@@ -175,7 +195,8 @@ impl App {
             let mut r = pages::unauthorized(Some(req), &retry);
             // The app's own scripts must be able to read the 401 (B18); other origins learn nothing.
             if req.head.headers.get("origin") == Some(origin.url().as_str()) {
-                r.headers.append("access-control-allow-origin", origin.url());
+                r.headers
+                    .append("access-control-allow-origin", origin.url());
                 r.headers.append("access-control-allow-credentials", "true");
             }
             r.headers.append("vary", "Origin");
@@ -245,6 +266,15 @@ impl App {
         }
     }
 
+    fn rewrite_settings(&self) -> crate::rewrite::Settings<'_> {
+        crate::rewrite::Settings {
+            cookie_name: &self.config.cookie.name,
+            trusted: &self.config.trusted_proxies,
+            signer: self.config.signing_key.as_ref(),
+            issuer: &self.auth_authority,
+        }
+    }
+
     /// A redirect target postern may send a browser to: a policy host with the scheme of its `from`, or the
     /// authenticate host; never userinfo, never another scheme.
     fn is_allowed_target(&self, url: &url::Url) -> bool {
@@ -279,14 +309,8 @@ impl App {
         target: &Target,
         session: Option<&Session>,
     ) -> Decision {
-        let headers = crate::rewrite::upstream_headers(
-            req,
-            route,
-            origin,
-            &self.config.cookie.name,
-            &self.config.trusted_proxies,
-            session,
-        );
+        let headers =
+            crate::rewrite::upstream_headers(req, route, origin, &self.rewrite_settings(), session);
         let plan = ForwardPlan {
             upstream: Rc::clone(&route.to),
             method: req.head.method.clone(),

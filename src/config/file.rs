@@ -59,6 +59,7 @@ file_options!(
     services,
     policy_file,
     trusted_proxies,
+    signing_key,
 );
 
 /// A parsed configuration file.

@@ -100,6 +100,8 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     pub default_upstream_timeout: Duration,
     pub log_level: log::LevelFilter,
+    /// SIGNING_KEY: signs `X-Pomerium-Jwt-Assertion` on routes with pass_identity_headers (see assertion.rs).
+    pub signing_key: Option<crate::assertion::Signer>,
     /// TRUSTED_PROXIES: peers whose X-Forwarded-For is kept (see trust.rs).
     pub trusted_proxies: Vec<crate::trust::Cidr>,
     pub policy: Policy,
@@ -317,7 +319,20 @@ impl Loader<'_> {
             self.duration("default_upstream_timeout", Duration::from_secs(30));
         let log_level = self.log_level();
         let trusted_proxies = self.trusted_proxies();
+        let mut signing_key = self.signing_key();
         let policy = self.policy();
+        let asserts = policy
+            .as_ref()
+            .is_some_and(|p| p.routes.iter().any(|r| r.pass_identity_headers));
+        if signing_key.is_none() && asserts {
+            match crate::assertion::Signer::generate() {
+                Ok(k) => {
+                    signing_key = Some(k);
+                    self.warnings.push("SIGNING_KEY is not set: generated a key for this run to sign X-Pomerium-Jwt-Assertion; apps that verify it must re-read /.well-known/pomerium/jwks.json after a restart (set SIGNING_KEY to keep one: `openssl ecparam -genkey -name prime256v1 -noout | base64 -w0`)".into());
+                }
+                Err(e) => self.missing("signing_key", e),
+            }
+        }
         if let (Some((_, auth, setting)), Some(policy)) = (&authenticate, &policy) {
             for route in &policy.routes {
                 if auth.overlaps(&route.from) {
@@ -365,6 +380,7 @@ impl Loader<'_> {
                 default_upstream_timeout,
                 log_level,
                 trusted_proxies,
+                signing_key,
                 policy,
                 warnings: self.warnings,
             }),
@@ -750,6 +766,25 @@ impl Loader<'_> {
                     found,
                 );
                 default()
+            }
+        }
+    }
+
+    /// SIGNING_KEY: base64 of a PEM EC P-256 private key.
+    fn signing_key(&mut self) -> Option<crate::assertion::Signer> {
+        let (setting, text) = self.text("signing_key")?;
+        let pem = match secret::decode_base64(&text) {
+            Ok(pem) => pem,
+            Err(found) => {
+                self.invalid(&setting, "base64 of a PEM EC P-256 private key (`openssl ecparam -genkey -name prime256v1 -noout | base64 -w0`)", found);
+                return None;
+            }
+        };
+        match crate::assertion::Signer::from_pem(&pem) {
+            Ok(s) => Some(s),
+            Err(found) => {
+                self.invalid(&setting, "base64 of a PEM EC P-256 private key (`openssl ecparam -genkey -name prime256v1 -noout | base64 -w0`)", found);
+                None
             }
         }
     }
