@@ -871,6 +871,8 @@ cookie_secure: "TRUE"
 cookie_http_only: 1
 cookie_expire: 8h
 shared_secret: {shared}
+signing_key: {signing}
+trusted_proxies: [127.0.0.1/32, "::1"]
 headers:
   X-Frame-Options: DENY
 default_upstream_timeout: 1m
@@ -907,6 +909,7 @@ routes:
         key = testdata("a.key"),
         cookie = key_b64(5),
         shared = key_b64(6),
+        signing = b64(&std::fs::read_to_string(testdata("signing-key.pem")).unwrap()),
     );
     let env: HashMap<String, String> = HashMap::new();
     let c = ok(load_yaml(&yaml, &env));
@@ -931,6 +934,8 @@ routes:
     assert_eq!(c.default_upstream_timeout, Duration::from_secs(60));
     assert_eq!(c.log_level, log::LevelFilter::Warn);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(c.signing_key.is_some());
+    assert_eq!(c.trusted_proxies.len(), 2);
     let [admin, app, public] = &c.policy.routes[..] else {
         panic!("three routes")
     };
