@@ -6,6 +6,7 @@
 //! streams to and from the upstream). The only other threads are smol's reactor and, briefly, its blocking pool
 //! for DNS look-ups.
 
+mod assertion;
 mod authn;
 mod client;
 mod clock;
@@ -15,6 +16,7 @@ mod handle;
 mod http;
 mod logger;
 mod pages;
+mod path;
 mod reply;
 mod rewrite;
 mod route;
@@ -22,6 +24,7 @@ mod seal;
 mod server;
 mod session;
 mod tls;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -202,7 +205,7 @@ fn run(cfg: config::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app = Rc::new(handle::App { config: cfg, authn });
+        let app = Rc::new(handle::App::new(cfg, authn));
         server::serve(&ex, listener, tls, app, opts).await;
         ExitCode::SUCCESS
     }))

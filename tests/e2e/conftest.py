@@ -39,6 +39,8 @@ def test_policy(port: int) -> str:
         {"from": o("public"), "to": "http://127.0.0.1:{HTTPBIN}", "allow_public_unauthenticated_access": True},
         {"from": o("staff"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_groups": ["staff"]},
         {"from": o("domain"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_domains": ["example.com"]},
+        {"from": o("claims"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_users": [ALICE],
+         "pass_identity_headers": True},
     ])
 
 

@@ -123,6 +123,18 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the harness (its parent) dies, even by SIGKILL, so a killed
+    test run or demo leaves no IdP, httpbin or postern behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None,
           log_dir: Path = LOG_DIR) -> Proc:
     """Start a process in its own process group with stdout+stderr to log_dir/name.log."""
@@ -131,7 +143,8 @@ def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = No
     out = open(log, "wb")
     try:
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_die_with_parent)
     finally:
         out.close()
     proc = Proc(name, popen, log)
