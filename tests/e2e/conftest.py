@@ -194,7 +194,8 @@ def guide_site(request, idp, httpbin, nas_certs: harness.Certs, log_dir: Path):
     nginx = None
     if topology == "dsm":
         upstream = harness.free_port()  # the guide's 32443
-        env = harness.guide_env(address=f"127.0.0.1:{upstream}", idp_url=idp, policy=policy)
+        env = harness.guide_env(address=f"127.0.0.1:{upstream}", idp_url=idp, policy=policy,
+                                extra={"TRUSTED_PROXIES": "127.0.0.1/32"})  # the guide's optional setting
         proc = harness.start_postern("postern-dsm", env, f"http://127.0.0.1:{upstream}/ping", False, log_dir)
         try:
             nginx = harness.start_nginx("nginx-dsm", port, upstream, nas_certs, log_dir)
