@@ -138,6 +138,15 @@ impl App {
         }
 
         let Some(origin) = self.config.policy.has_host(&target.host, target.port) else {
+            if target.port.is_some() && self.config.policy.has_host(&target.host, None).is_some() {
+                // A common set-up slip: the proxy in front passes its own port in Host (DSM with a custom port).
+                log::warn!(
+                    "no route for {}:{}, though {} has routes on its default port: the Host header carries a port the routes' `from` does not name (give `from` that port, or make the proxy in front send the Host without it)",
+                    target.host,
+                    target.port.unwrap_or_default(),
+                    target.host
+                );
+            }
             return reply(pages::not_found(Some(req), &target.host));
         };
 

@@ -86,8 +86,9 @@ pub fn upstream_headers(
     headers.set("host", host);
 
     let received: Vec<&str> = req.head.headers.get_all("x-forwarded-for").collect();
-    let (xff, _) = crate::trust::forwarded_for(settings.trusted, req.peer.ip(), &received);
+    let (xff, client) = crate::trust::forwarded_for(settings.trusted, req.peer.ip(), &received);
     headers.append("x-forwarded-for", xff);
+    headers.append("x-real-ip", client.to_string());
     headers.append(
         "x-forwarded-proto",
         if origin.https { "https" } else { "http" },

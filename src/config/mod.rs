@@ -1018,7 +1018,7 @@ impl Config {
     pub fn summary(&self) -> Vec<String> {
         let mut out = vec![
             format!(
-                "listening on {} ({})",
+                "address {} ({})",
                 self.address,
                 if self.insecure_server {
                     "plain HTTP, INSECURE_SERVER"
@@ -1026,7 +1026,11 @@ impl Config {
                     "TLS"
                 }
             ),
-            format!("authenticate host {}", self.authenticate.url()),
+            format!(
+                "authenticate host {}; the redirect URI to register at the identity provider is {}/oauth2/callback",
+                self.authenticate.url(),
+                self.authenticate.url()
+            ),
             format!(
                 "identity provider {} at {} (client id {}, scopes {})",
                 match self.idp.kind {
