@@ -181,10 +181,7 @@ impl App {
     fn own_path(&self, req: &Request, origin: &Origin, rest: &str) -> Decision {
         match rest {
             "/callback" => reply(self.authn.handoff(req, &origin.authority(), &origin.url())),
-            "/sign_out" => reply(
-                self.authn
-                    .sign_out(req, &origin.authority(), &origin.url()),
-            ),
+            "/sign_out" => reply(self.authn.sign_out(req, &origin.authority(), &origin.url())),
             "" | "/" => match self.authn.session(req, &origin.authority()) {
                 Some(s) => self.user_page(req, &s, &origin.authority()),
                 None => {

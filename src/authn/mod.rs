@@ -245,8 +245,7 @@ fn binding_hash(value: &str) -> String {
 
 fn is_token(v: &str, len: usize) -> bool {
     v.len() == len
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -282,7 +281,9 @@ fn same_origin(req: &Request, origin: &str) -> Result<(), &'static str> {
             Some(o) if o == origin => Ok(()),
             _ => Err("its Referer is another site"),
         },
-        None => Err("it has no Origin, Sec-Fetch-Site or Referer header showing it came from this host"),
+        None => {
+            Err("it has no Origin, Sec-Fetch-Site or Referer header showing it came from this host")
+        }
     }
 }
 
@@ -529,7 +530,10 @@ impl Authn {
             .borrow_mut()
             .insert(&h.id, remember_until, now)
         {
-            return fail("single-use check failed: this hand-off was already used", retry);
+            return fail(
+                "single-use check failed: this hand-off was already used",
+                retry,
+            );
         }
         let sealed = match session::seal_session(
             &self.cookie_sealer,
@@ -580,7 +584,8 @@ impl Authn {
             }
             None => String::new(),
         };
-        let mut r = Reply::redirect(&self.signed_link(SIGN_OUT_PATH, Purpose::SignOut, &back, &sid));
+        let mut r =
+            Reply::redirect(&self.signed_link(SIGN_OUT_PATH, Purpose::SignOut, &back, &sid));
         r.status = 303;
         r.set_cookie(self.cookie.clear_cookie(&self.cookie.name));
         r

@@ -39,7 +39,9 @@ impl ExpiringSet {
 
     /// Is `id` remembered and not yet past its time at `now`?
     pub fn contains(&self, id: &str, now: u64) -> bool {
-        self.entries.get(&key(id)).is_some_and(|&until| until >= now)
+        self.entries
+            .get(&key(id))
+            .is_some_and(|&until| until >= now)
     }
 
     /// Remembers `id` until `until` (unix seconds). Returns false when it was already remembered (and not expired):
