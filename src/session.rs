@@ -1,8 +1,9 @@
 //! The session and its sealed cookie: what postern remembers about a signed-in user on one host, how it is written
 //! into `Set-Cookie`, read back from `Cookie`, and kept out of requests sent upstream.
 //!
-//! A session carries only what authorization and the user page need (email, whether it is verified, name, the
-//! groups the policy mentions, issued/expiry), so the cookie stays far below the 4 KB browsers keep.
+//! A session carries only what authorization, sign-out and the user page need (a random id shared by every host's
+//! session of one sign-in, email, whether it is verified, name, the groups the policy mentions, issued/expiry), so
+//! the cookie stays far below the 4 KB browsers keep.
 
 use serde::{Deserialize, Serialize};
 
