@@ -807,18 +807,22 @@ impl Authn {
             email,
             email_verified: claims.email_verified,
             name: claims.name,
-            groups: claims
-                .groups
-                .into_iter()
-                .filter(|g| self.policy_groups.contains(g))
-                .collect(),
+            // Groups the policy names first: if the cookie must shed some, `fit` drops the others before them.
+            groups: {
+                let (mut groups, others): (Vec<String>, Vec<String>) = claims
+                    .groups
+                    .into_iter()
+                    .partition(|g| self.policy_groups.contains(g));
+                groups.extend(others);
+                groups
+            },
             issued: now,
             expires: now.saturating_add(self.cookie.expire_secs),
         };
         let dropped = session::fit(&mut session);
         if dropped > 0 {
             log::warn!(
-                "session for {}: {dropped} policy groups dropped to fit the cookie",
+                "session for {}: {dropped} groups dropped to fit the cookie (groups the policy names are kept first)",
                 session.email
             );
         }

@@ -222,7 +222,8 @@ fn full_flow_route_host_to_idp_and_back() {
         )
         .unwrap();
     assert_eq!(auth_session.email, "Alice@Example.com");
-    assert_eq!(auth_session.groups, vec!["admins"]);
+    // Every group the IdP sent is kept while the cookie has room, the policy's first.
+    assert_eq!(auth_session.groups, vec!["admins", "not-in-policy"]);
     // AUTH's cookie is no good on the route host.
     assert!(a
         .session(&req(APP, &[("_pomerium", &auth_cookie)]), "app.example.com")
@@ -977,4 +978,29 @@ fn many_policy_groups_still_fit_every_cookie() {
         .session(&req(APP, &[("_pomerium", &c)]), "app.example.com")
         .unwrap();
     assert!(!session.groups.is_empty() && session.groups[0] == groups[0]);
+}
+
+#[test]
+fn the_policys_groups_survive_when_a_cookie_must_shed_groups() {
+    // 200 long groups the policy does not name, and the one it does name sent last by the IdP.
+    let mut groups: Vec<String> = (0..200)
+        .map(|i| format!("other-{i:03}-{}", "x".repeat(90)))
+        .collect();
+    groups.push("admins".into());
+    let idp = FakeIdp::new(json!({"keys": [forge::rsa_jwk("k1")]}));
+    let a = Authn::new(settings_for(&idp)).unwrap();
+    let (sign_in, (bn, bv)) = start(&a, APP, "https://app.example.com/");
+    let cb = sign_in_at_idp(&a, &idp, &sign_in, |n| {
+        let mut c = claims(n);
+        c["groups"] = json!(groups);
+        c
+    });
+    let h = accept(&a, &location(&cb), &[(&bn, &bv)], "app.example.com", APP);
+    let c = set_cookie(&h, "_pomerium").unwrap();
+    assert!(c.len() <= 4096);
+    let session = a
+        .session(&req(APP, &[("_pomerium", &c)]), "app.example.com")
+        .unwrap();
+    assert_eq!(session.groups.first().map(String::as_str), Some("admins"));
+    assert!(session.groups.len() < groups.len());
 }
