@@ -5,6 +5,9 @@
 #   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
 #                E2E_BROWSER=0 skips installing Chromium (the browser test then skips itself)
+#   make static    static, stripped musl binaries: target/static/postern-x86_64, postern-aarch64 (docs/install.md)
+#   make test-arm  the aarch64 binary under qemu-aarch64-static: smoke test with the real IdP and httpbin
+#   make image     FROM-scratch images (amd64, arm64) as docker-archive tars in target/image/, without a Docker engine
 
 SHELL       := /bin/bash
 CARGO       ?= cargo
@@ -21,6 +24,7 @@ VENV_STAMP  := $(VENV)/.installed
 export POSTERN_BIN
 
 .PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e
+.PHONY: static test-arm image
 
 all: build
 
@@ -70,3 +74,12 @@ unit:
 
 clean-e2e:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules $(BROWSER_DIR)/node_modules target/e2e-logs target/demo
+
+static:
+	@scripts/static.sh
+
+test-arm: deps
+	@scripts/test-arm.sh
+
+image: static
+	@scripts/image.sh
