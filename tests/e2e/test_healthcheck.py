@@ -86,6 +86,7 @@ def plain(idp, httpbin, log_dir):
         "ADDRESS": f":{port}",
         "INSECURE_SERVER": "TRUE",
         "AUTHENTICATE_SERVICE_URL": "https://auth.int.nas.example",
+        "IDP_PROVIDER": "oidc",
         "IDP_PROVIDER_URL": idp,
         "IDP_CLIENT_ID": "postern",
         "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
