@@ -6,7 +6,9 @@
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
 #                E2E_BROWSER=0 skips installing Chromium (the browser test then skips itself)
 #   make static    static, stripped musl binaries: target/static/postern-x86_64, postern-aarch64 (docs/install.md)
+#   make static-armv7  also postern-armv7 (older DiskStations; ~6 min: std built from source, zig links)
 #   make test-arm  the aarch64 binary under qemu-aarch64-static: smoke test with the real IdP and httpbin
+#   make test-armv7  the same for the armv7 binary under qemu-arm-static
 #   make image     FROM-scratch images (amd64, arm64) as docker-archive tars in target/image/, without a Docker engine
 
 SHELL       := /bin/bash
@@ -24,7 +26,7 @@ VENV_STAMP  := $(VENV)/.installed
 export POSTERN_BIN
 
 .PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e
-.PHONY: static test-arm image
+.PHONY: static static-armv7 test-arm test-armv7 image
 
 all: build
 
@@ -78,8 +80,14 @@ clean-e2e:
 static:
 	@scripts/static.sh
 
+static-armv7:
+	@STATIC_TARGETS="x86_64 aarch64 armv7" scripts/static.sh
+
 test-arm: deps
 	@scripts/test-arm.sh
+
+test-armv7: deps
+	@ARM_ARCH=armv7 scripts/test-arm.sh
 
 image: static
 	@scripts/image.sh

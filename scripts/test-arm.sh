@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-arm`: builds the static aarch64 binary (scripts/static.sh) and runs tests/e2e/test_arm.py with it
-# under qemu-aarch64-static: --version, --check on examples/postern.yaml, /ping, healthcheck, a public route to
+# under qemu-aarch64-static (ARM_ARCH=armv7, `make test-armv7`: the armv7 binary under qemu-arm-static): --version, --check on examples/postern.yaml, /ping, healthcheck, a public route to
 # httpbin and a sign-in through the real IdP. Installs Debian's qemu-user-static as root when missing.
 # Logs: target/e2e-logs-arm/. Expects `make deps` done (the Makefile target depends on it).
 set -euo pipefail
@@ -19,10 +19,11 @@ if ! command -v qemu-aarch64-static >/dev/null; then
   fi
 fi
 
-STATIC_TARGETS=aarch64 scripts/static.sh
+ARM_ARCH=${ARM_ARCH:-aarch64}
+STATIC_TARGETS=$ARM_ARCH scripts/static.sh
 built=$((SECONDS - t0))
 
-export POSTERN_ARM_BIN=$PWD/target/static/postern-aarch64
+export POSTERN_ARM_BIN=$PWD/target/static/postern-$ARM_ARCH
 export E2E_LOG_DIR=$PWD/target/e2e-logs-arm
 rc=0
 .venv/bin/python -m pytest tests/e2e/test_arm.py "$@" || rc=$?

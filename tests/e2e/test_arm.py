@@ -1,7 +1,9 @@
-"""The static aarch64 binary under qemu-user: what a Realtek-based DiskStation would run (`make test-arm`).
+"""A static ARM binary under qemu-user: what a DiskStation would run (`make test-arm`: aarch64, the Realtek-based
+models; `make test-armv7`: the older 32-bit ones).
 
-Runs only when POSTERN_ARM_BIN names the binary (`make test-arm` sets it to target/static/postern-aarch64) and
-`qemu-aarch64-static` (Debian qemu-user-static) is installed; otherwise every test here skips. The smoke test:
+Runs only when POSTERN_ARM_BIN names the binary (`make test-arm` sets it to target/static/postern-aarch64) and the
+matching qemu (`qemu-aarch64-static` or `qemu-arm-static`, Debian qemu-user-static) is installed; otherwise every
+test here skips. The smoke test:
 `--version`, `--check` on examples/postern.yaml, `/ping`, `postern healthcheck`, a public route forwarding to
 httpbin, and one sign-in through the real IdP (its own IdP instance, so its redirect URI can name this port).
 """
@@ -20,7 +22,18 @@ import harness
 from conftest import ALICE, BOB
 
 ARM_BIN = os.environ.get("POSTERN_ARM_BIN", "")
-QEMU = shutil.which("qemu-aarch64-static") or ""
+
+
+def describe(path: str) -> str:
+    """`file -b` of the binary ("" when there is none)."""
+    if not (path and Path(path).exists()):
+        return ""
+    return subprocess.run(["file", "-b", path], capture_output=True, text=True).stdout
+
+
+KIND = describe(ARM_BIN)
+AARCH64 = "ARM aarch64" in KIND
+QEMU = shutil.which("qemu-aarch64-static" if AARCH64 else "qemu-arm-static") or ""
 EXAMPLE = harness.REPO / "examples" / "postern.yaml"
 
 pytestmark = pytest.mark.skipif(
@@ -41,9 +54,9 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
                           stdin=subprocess.DEVNULL)
 
 
-def test_is_a_static_aarch64_executable():
-    out = subprocess.run(["file", "-b", ARM_BIN], capture_output=True, text=True, check=True).stdout
-    assert "ARM aarch64" in out and "statically linked" in out, out
+def test_is_a_static_arm_executable():
+    want = "ELF 64-bit LSB executable, ARM aarch64" if AARCH64 else "ELF 32-bit LSB executable, ARM, EABI5"
+    assert KIND.startswith(want) and "statically linked" in KIND, KIND
 
 
 def test_version():
