@@ -46,8 +46,12 @@ for arch in "${arches[@]}"; do
   "${BUILDAH[@]}" bud --quiet --format docker --platform "${platform[$arch]}" -f Dockerfile.musl -t "$tag" \
     "$OUT/context" >/dev/null
   rm -f "$OUT/postern-$arch.tar"
-  # The archive's tag is what DSM lists: postern:VERSION (one archive per architecture, same name).
-  "${BUILDAH[@]}" push --quiet "$tag" "docker-archive:$OUT/postern-$arch.tar:postern:$VERSION"
+  # The archive's one tag is what DSM lists: postern:VERSION (one archive per architecture, same name). Pushed
+  # under that name so the per-architecture working tag does not end up in the archive too.
+  name=docker.io/library/postern:$VERSION
+  "${BUILDAH[@]}" tag "$tag" "$name"
+  "${BUILDAH[@]}" push --quiet "$name" "docker-archive:$OUT/postern-$arch.tar:postern:$VERSION"
+  "${BUILDAH[@]}" rmi "$name" >/dev/null
 done
 
 echo
