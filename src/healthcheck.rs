@@ -23,9 +23,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub enum HealthError {
     /// The request did not complete.
-    Request { url: Url, error: ClientError },
+    Request { url: String, error: ClientError },
     /// It answered, but not 200.
-    Status { url: Url, status: u16 },
+    Status { url: String, status: u16 },
 }
 
 impl fmt::Display for HealthError {
@@ -80,11 +80,11 @@ pub fn probe(url: &Url, timeout: Duration) -> Result<(), HealthError> {
     match result {
         Ok(r) if r.status == 200 => Ok(()),
         Ok(r) => Err(HealthError::Status {
-            url: url.clone(),
+            url: url.to_string(),
             status: r.status,
         }),
         Err(error) => Err(HealthError::Request {
-            url: url.clone(),
+            url: url.to_string(),
             error,
         }),
     }
