@@ -106,3 +106,16 @@ def test_plain_http_listener_is_healthy(plain):
     r = healthcheck(env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"http://127.0.0.1:{port}/ping answered 200" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_config_file_gives_the_address(stack, tmp_path, where):
+    """`postern --config F healthcheck` and `postern healthcheck --config F` both read the file's address."""
+    conf = tmp_path / "postern.yaml"
+    conf.write_text(f'address: "127.0.0.1:{stack.postern.port}"\n')
+    env = {k: v for k, v in stack.postern.env.items() if k != "ADDRESS"}
+    args = ["--config", str(conf), "healthcheck"] if where == "before" else ["healthcheck", "--config", str(conf)]
+    r = subprocess.run([str(harness.postern_bin()), *args], env=env, capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"127.0.0.1:{stack.postern.port}/ping answered 200" in r.stdout, r.stdout
