@@ -5,6 +5,11 @@
 #   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
 #                E2E_BROWSER=0 skips installing Chromium and nginx (the browser tests then skip themselves)
+#   make static    static, stripped musl binaries: target/static/postern-x86_64, postern-aarch64 (docs/install.md)
+#   make static-armv7  also postern-armv7 (older DiskStations; ~6 min: std built from source, zig links)
+#   make test-arm  the aarch64 binary under qemu-aarch64-static: smoke test with the real IdP and httpbin
+#   make test-armv7  the same for the armv7 binary under qemu-arm-static
+#   make image     FROM-scratch images (amd64, arm64) as docker-archive tars in target/image/, without a Docker engine
 
 SHELL       := /bin/bash
 CARGO       ?= cargo
@@ -21,6 +26,7 @@ VENV_STAMP  := $(VENV)/.installed
 export POSTERN_BIN
 
 .PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e
+.PHONY: static static-armv7 test-arm test-armv7 image
 
 all: build
 
@@ -70,3 +76,18 @@ unit:
 
 clean-e2e:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules $(BROWSER_DIR)/node_modules target/e2e-logs target/demo
+
+static:
+	@scripts/static.sh
+
+static-armv7:
+	@STATIC_TARGETS="x86_64 aarch64 armv7" scripts/static.sh
+
+test-arm: deps
+	@scripts/test-arm.sh
+
+test-armv7: deps
+	@ARM_ARCH=armv7 scripts/test-arm.sh
+
+image: static
+	@scripts/image.sh
