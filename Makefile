@@ -9,6 +9,7 @@
 #   make static-armv7  also postern-armv7 (older DiskStations; ~6 min: std built from source, zig links)
 #   make test-arm  the aarch64 binary under qemu-aarch64-static: smoke test with the real IdP and httpbin
 #   make test-armv7  the same for the armv7 binary under qemu-arm-static
+#   make fuzz      every cargo-fuzz target for FUZZ_SECONDS (60) each on fuzz/corpus/; a crash fails it
 #   make image     FROM-scratch images (amd64, arm64) as docker-archive tars in target/image/, without a Docker engine
 
 SHELL       := /bin/bash
@@ -26,7 +27,7 @@ VENV_STAMP  := $(VENV)/.installed
 export POSTERN_BIN
 
 .PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e
-.PHONY: static static-armv7 test-arm test-armv7 image
+.PHONY: static static-armv7 test-arm test-armv7 image fuzz
 
 all: build
 
@@ -91,3 +92,6 @@ test-armv7: deps
 
 image: static
 	@scripts/image.sh
+
+fuzz:
+	@scripts/fuzz.sh
