@@ -148,7 +148,11 @@ impl App {
                     target.host
                 );
             }
-            return reply(pages::not_found(Some(req), &target.host));
+            let shown = match target.port {
+                Some(p) => format!("{}:{p}", target.host),
+                None => target.host.clone(),
+            };
+            return reply(pages::not_found(Some(req), &shown));
         };
 
         if target.path == "/.well-known/pomerium/jwks.json" {

@@ -238,7 +238,7 @@ fn run(cfg: config::Config) -> ExitCode {
         let scheme = if cfg.tls.is_some() {
             "https"
         } else {
-            "http (INSECURE_SERVER: TLS ends in front of postern)"
+            "plain HTTP, INSECURE_SERVER: TLS ends in front of postern"
         };
         log::info!(
             "listening on {} ({scheme}); {} route(s); sign-in at {}",
