@@ -4,6 +4,15 @@
 //! framing on each side (bodies stream through one bounded buffer, never held whole), and the mapping of upstream
 //! failures to 502/504 pages. handle.rs has already rewritten the end-to-end headers (identity, cookies,
 //! X-Forwarded-*, Host) in the `ForwardPlan`.
+//!
+//! Timeouts (see README, "Timeouts"): connecting and waiting for the response head are bounded by the route's
+//! `timeout`; after that only idleness counts: a body or tunnel that moves no byte for the route's `idle_timeout`
+//! is cut, one that keeps moving is never cut for its total length.
+//!
+//! `Expect: 100-continue` goes upstream: the upstream's `100` (or its silence for a second) lets the client's body
+//! through, and its early final answer (a 413 or 401 before the body) is the client's answer. A WebSocket
+//! handshake on a route that allows them goes upstream with its upgrade headers; a `101` turns the two connections
+//! into a tunnel (tunnel.rs).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,6 +38,7 @@ use crate::http::framing::{self, BodyKind};
 use crate::http::{Headers, Request, RequestHead, ResponseHead, Version};
 use crate::route::Upstream;
 use crate::server::{awaits_continue, timeout, write_reply, Handler, Outcome, Respond};
+use crate::tunnel;
 
 /// Size of the buffer a body streams through (plus room for chunk framing).
 const COPY_BUF: usize = 16 * 1024;
@@ -42,8 +52,30 @@ pub struct ForwardPlan {
     pub target: String,
     /// End-to-end headers, already rewritten; the forwarder removes hop-by-hop and framing headers itself.
     pub headers: Headers,
-    /// From the request being sent until the upstream's response head: longer gives a 504.
+    /// Connecting, and from the end of the request until the upstream's response head: longer gives a 504.
     pub timeout: Duration,
+    /// Longest pause between two bytes of a body (either way) or of a tunnel; None: no limit.
+    pub idle_timeout: Option<Duration>,
+    /// A WebSocket handshake on a route that allows them: the upgrade headers go upstream and a `101` opens a
+    /// tunnel.
+    pub websocket: bool,
+    /// When the session this request was authorized with ends (Unix seconds): a tunnel is closed then.
+    pub session_expires: Option<u64>,
+}
+
+/// How long the upstream may stay silent after a request with `Expect: 100-continue` before the body is sent
+/// anyway (RFC 9110 §10.1.1; curl waits as long).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+/// After the upstream stopped taking a request body, how long to look for the answer it may have sent first.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// Is this request a WebSocket opening handshake (RFC 6455 §4.1)? `Connection` is a token list
+/// (`keep-alive, Upgrade`), and both headers compare case-insensitively.
+pub fn wants_websocket(head: &RequestHead) -> bool {
+    head.version == Version::Http11
+        && head.method == "GET"
+        && head.headers.has_token("connection", "upgrade")
+        && head.headers.has_token("upgrade", "websocket")
 }
 
 /// Bounds on the upstream connection pool.
@@ -192,12 +224,8 @@ impl Pool {
         if !conn.buffered().is_empty() {
             return; // bytes after the response: the connection is not in a state we understand
         }
-        // Leave a margin under the upstream's own announced timeout.
         let time = match keep_alive_hint {
-            Some(hint) => self
-                .limits
-                .idle_time
-                .min(hint.saturating_sub(Duration::from_secs(1))),
+            Some(hint) => self.limits.idle_time.min(under_hint(hint)),
             None => self.limits.idle_time,
         };
         if time.is_zero() || self.limits.max_idle_per_upstream == 0 {
@@ -215,7 +243,8 @@ impl Pool {
     }
 
     async fn connect(&self, up: &Upstream, limit: Duration) -> Result<UpstreamConn, ForwardError> {
-        let tls = match (up.https, &self.tls) {
+        // The route's own TLS settings (custom CA, client certificate, skip verify) win over the shared ones.
+        let tls = match (up.https, up.tls_config.as_ref().or(self.tls.as_ref())) {
             (true, None) => return Err(ForwardError::NoTlsClient),
             (true, Some(cfg)) => Some(cfg.clone()),
             (false, _) => None,
@@ -228,9 +257,13 @@ impl Pool {
             let stream = match tls {
                 None => UpstreamStream::Plain(tcp),
                 Some(cfg) => {
-                    let name = ServerName::try_from(up.host.clone()).map_err(|_| {
-                        ForwardError::Tls(format!("`{}` is not a valid TLS server name", up.host))
-                    })?;
+                    let name =
+                        ServerName::try_from(up.server_name().to_string()).map_err(|_| {
+                            ForwardError::Tls(format!(
+                                "`{}` is not a valid TLS server name",
+                                up.server_name()
+                            ))
+                        })?;
                     let tls = TlsConnector::from(cfg)
                         .connect(name, tcp)
                         .await
@@ -258,12 +291,27 @@ async fn still_open(conn: &mut UpstreamConn) -> bool {
         .is_none()
 }
 
+/// How long to keep a connection whose upstream announced `Keep-Alive: timeout=N`: a margin under N (a quarter,
+/// at most a second), so the upstream does not close it just as it is reused.
+fn under_hint(hint: Duration) -> Duration {
+    hint.saturating_sub((hint / 4).min(Duration::from_secs(1)))
+}
+
+/// Connections are shared only between routes that connect the same way: same address, and for https the same
+/// server name and TLS settings.
 fn pool_key(up: &Upstream) -> String {
+    if !up.https {
+        return format!("http://{}:{}", up.host, up.port);
+    }
+    let settings = up
+        .tls_config
+        .as_ref()
+        .map_or(0, |c| Arc::as_ptr(c) as usize);
     format!(
-        "{}://{}:{}",
-        if up.https { "https" } else { "http" },
+        "https://{}:{} {} {settings:x}",
         up.host,
-        up.port
+        up.port,
+        up.server_name()
     )
 }
 
@@ -364,11 +412,19 @@ fn idempotent(method: &str) -> bool {
     )
 }
 
-/// The request head sent upstream: always HTTP/1.1, framing set from the client's body.
-fn upstream_head(plan: &ForwardPlan, body: BodyKind) -> RequestHead {
+/// The request head sent upstream: always HTTP/1.1, framing set from the client's body. `expect`: the client waits
+/// for `100 Continue` before its body, so the upstream is asked for it.
+fn upstream_head(plan: &ForwardPlan, body: BodyKind, expect: bool) -> RequestHead {
     let mut headers = plan.headers.clone();
     strip_hop_by_hop(&mut headers);
-    headers.remove("expect"); // postern answers 100-continue itself
+    headers.remove("expect");
+    if expect {
+        headers.append("expect", "100-continue");
+    }
+    if plan.websocket {
+        headers.append("connection", "upgrade");
+        headers.append("upgrade", "websocket");
+    }
     if !headers.contains("host") {
         headers.append("host", plan.upstream.authority.clone());
     }
@@ -445,6 +501,11 @@ where
             }
         };
 
+    if head.status == 101 {
+        drop(buf);
+        return open_tunnel(&plan, req, client, upstream, head, respond).await;
+    }
+
     let framing = match framing::response_body(&plan.method, &head) {
         Ok(f) => f,
         Err(e) => {
@@ -471,7 +532,9 @@ where
     };
     let content_length = out.headers.get("content-length").map(str::to_string);
     strip_hop_by_hop(&mut out.headers);
-    let mut keep_alive = respond.keep_alive;
+    // An answer that came before the whole request body (a 413, or a final answer to Expect) ends the connection:
+    // the rest of the body is not worth reading.
+    let mut keep_alive = respond.keep_alive && body.is_done();
     let chunked_out = match framing {
         BodyKind::None => {
             // HEAD and 304 keep the length the body would have; 1xx and 204 must not carry one.
@@ -516,7 +579,7 @@ where
         client,
         chunked_out,
         &mut buf,
-        respond.io_timeout,
+        plan.idle_timeout,
     )
     .await;
     match result {
@@ -560,12 +623,109 @@ where
     }
 }
 
+/// The upstream switched protocols: pass its `101` on, then relay bytes both ways until the tunnel ends. Bytes
+/// either side sent before the switch was complete (the client's first frames, the upstream's first messages) are
+/// passed on first. The client connection is closed afterwards.
+async fn open_tunnel<S>(
+    plan: &ForwardPlan,
+    req: &Request,
+    client: &mut Conn<S>,
+    mut upstream: UpstreamConn,
+    head: ResponseHead,
+    respond: &Respond<'_>,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let closed = |bytes| Outcome {
+        status: 101,
+        bytes,
+        keep_alive: false,
+    };
+    let mut out = ResponseHead {
+        version: Version::Http11,
+        status: 101,
+        reason: head.reason,
+        headers: head.headers,
+    };
+    strip_hop_by_hop(&mut out.headers);
+    out.headers.append("upgrade", "websocket");
+    out.headers.append("connection", "Upgrade");
+    let mut bytes = Vec::with_capacity(512 + upstream.buffered().len());
+    encode::response_head(&out, &mut bytes);
+    let early_down = upstream.buffered().len();
+    bytes.extend_from_slice(upstream.buffered());
+    upstream.consume(early_down);
+    let early = client.buffered().to_vec();
+    client.consume(early.len());
+    let early_up = early.len() as u64;
+    let handover = async {
+        client.write_all(&bytes).await?;
+        client.flush().await?;
+        if !early.is_empty() {
+            upstream.write_all(&early).await?;
+            upstream.flush().await?;
+        }
+        Ok::<(), io::Error>(())
+    };
+    if let Err(e) = timeout(respond.io_timeout, handover)
+        .await
+        .unwrap_or_else(timed_out)
+    {
+        log::debug!("opening a tunnel for {}: {e}", req.peer);
+        return closed(0);
+    }
+    drop((bytes, early));
+    client.release_if_empty();
+    upstream.release_if_empty();
+    let until = plan.session_expires.map(|secs| {
+        Instant::now() + Duration::from_secs(secs.saturating_sub(crate::clock::now_secs()))
+    });
+    let report = tunnel::relay(
+        client.get_mut(),
+        upstream.get_mut(),
+        plan.idle_timeout,
+        until,
+    )
+    .await;
+    log::debug!(
+        "tunnel {} {} <-> {} ended: {} ({} bytes up, {} down)",
+        req.peer,
+        path_only(&plan.target),
+        pool_key(&plan.upstream),
+        report.end,
+        report.up + early_up,
+        report.down + early_down as u64
+    );
+    closed(report.down + early_down as u64)
+}
+
 fn timed_out<T>() -> io::Result<T> {
     Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
 }
 
+/// Runs `fut` within `limit`, or without one when `limit` is None.
+async fn within<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match limit {
+        Some(limit) => timeout(limit, fut).await,
+        None => Some(fut.await),
+    }
+}
+
 fn path_only(target: &str) -> &str {
     target.split(['?', '#']).next().unwrap_or("")
+}
+
+/// What an exchange has done with the client so far, across a retry.
+#[derive(Default)]
+struct ClientState {
+    /// The client asked for `100 Continue` before sending its body.
+    expects_continue: bool,
+    /// ... and postern has sent it.
+    continued: bool,
 }
 
 /// Sends the request (retrying once on a fresh connection when a reused one turns out stale and the request can be
@@ -583,10 +743,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let kind = body.kind();
+    let mut state = ClientState {
+        expects_continue: req.head.version == Version::Http11
+            && req.head.headers.has_token("expect", "100-continue")
+            && !body.is_done(),
+        continued: false,
+    };
     let mut head_bytes = Vec::with_capacity(1024);
-    encode::request_head(&upstream_head(plan, kind), &mut head_bytes);
-    // Only a request with no body can be sent twice: a streamed body is gone once sent.
-    let replayable = idempotent(&plan.method) && kind.is_empty();
+    encode::request_head(
+        &upstream_head(plan, kind, state.expects_continue),
+        &mut head_bytes,
+    );
     let key = pool_key(&plan.upstream);
     let mut fresh_only = false;
     loop {
@@ -600,21 +767,28 @@ where
             None => (pool.connect(&plan.upstream, plan.timeout).await?, false),
         };
         let limits = &pool.limits.response_head;
-        match send(
+        let sent = send(
             &mut conn,
             &head_bytes,
             limits,
             plan,
-            req,
             client,
             body,
             buf,
             respond,
+            &mut state,
         )
-        .await
-        {
+        .await;
+        match sent {
             Ok(head) => return Ok((conn, head)),
-            Err(e) if reused && replayable && e.stale_connection() => {
+            // Replayed only when nothing of it can have been acted on twice: an idempotent method, and no body byte
+            // taken from the client yet (none, or still held back by Expect).
+            Err(e)
+                if reused
+                    && e.stale_connection()
+                    && idempotent(&plan.method)
+                    && body.bytes_read() == 0 =>
+            {
                 log::debug!("reused connection to {key} was stale ({e}); retrying on a fresh one");
                 fresh_only = true;
             }
@@ -629,11 +803,11 @@ async fn send<S>(
     head_bytes: &[u8],
     limits: &HeadLimits,
     plan: &ForwardPlan,
-    req: &Request,
     client: &mut Conn<S>,
     body: &mut BodyReader,
     buf: &mut [u8],
     respond: &Respond<'_>,
+    state: &mut ClientState,
 ) -> Result<ResponseHead, ForwardError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -641,10 +815,16 @@ where
     conn.write_all(head_bytes)
         .await
         .map_err(ForwardError::Send)?;
+    conn.flush().await.map_err(ForwardError::Send)?;
     if !body.is_done() {
-        if req.head.version == Version::Http11
-            && req.head.headers.has_token("expect", "100-continue")
-        {
+        if state.expects_continue && !state.continued {
+            // The upstream's 100 lets the body through; its final answer instead (413, 401...) is the client's.
+            match timeout(CONTINUE_WAIT, read_head(conn, limits)).await {
+                None => {} // a silent upstream gets the body anyway
+                Some(Ok(head)) if head.status < 200 => {}
+                Some(Ok(head)) => return Ok(head),
+                Some(Err(e)) => return Err(e),
+            }
             let sent = timeout(
                 respond.io_timeout,
                 client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"),
@@ -654,38 +834,69 @@ where
                 return Err(ForwardError::ClientBody(BodyError::UnexpectedEof));
             }
             let _ = client.flush().await;
+            state.continued = true;
         }
         let chunked = matches!(body.kind(), BodyKind::Chunked);
-        pump(body, client, conn, chunked, buf, respond.io_timeout)
-            .await
-            .map_err(|e| match e {
-                PumpError::Read(e) => ForwardError::ClientBody(e),
-                PumpError::Write(e) => ForwardError::Send(e),
-            })?;
-    }
-    conn.flush().await.map_err(ForwardError::Send)?;
-    let wait = async {
-        loop {
-            let head = conn.read_response_head(limits).await.map_err(|e| match e {
-                HeadError::Eof => ForwardError::Closed("end of stream".into()),
-                HeadError::Io(e) => ForwardError::Closed(e.to_string()),
-                other => ForwardError::BadResponse(other.to_string()),
-            })?;
-            match head.status {
-                // Interim responses (100, 102, 103) are dropped; the client gets our own 100 when it asked.
-                100..=199 if head.status != 101 => continue,
-                101 => {
-                    return Err(ForwardError::BadResponse(
-                        "101 Switching Protocols to a request without Upgrade".into(),
-                    ))
+        match pump(body, client, conn, chunked, buf, plan.idle_timeout).await {
+            Ok(_) => {}
+            Err(PumpError::Read(e)) => return Err(ForwardError::ClientBody(e)),
+            Err(PumpError::Write(e)) => {
+                // An upstream that stops taking the body has often answered first (413 Content Too Large): that
+                // answer, not a 502, is what the client should see.
+                if let Some(Ok(head)) =
+                    timeout(EARLY_ANSWER_WAIT, final_head(conn, limits, plan.websocket)).await
+                {
+                    return Ok(head);
                 }
-                _ => return Ok(head),
+                return Err(ForwardError::Send(e));
             }
         }
-    };
-    timeout(plan.timeout, wait)
+    }
+    conn.flush().await.map_err(ForwardError::Send)?;
+    timeout(plan.timeout, final_head(conn, limits, plan.websocket))
         .await
         .ok_or(ForwardError::ResponseTimeout(plan.timeout))?
+}
+
+/// The next response head, interim or final.
+async fn read_head(
+    conn: &mut UpstreamConn,
+    limits: &HeadLimits,
+) -> Result<ResponseHead, ForwardError> {
+    conn.read_response_head(limits).await.map_err(|e| match e {
+        HeadError::Eof => ForwardError::Closed("end of stream".into()),
+        HeadError::Io(e) => ForwardError::Closed(e.to_string()),
+        other => ForwardError::BadResponse(other.to_string()),
+    })
+}
+
+/// The final response head. Interim responses (100, 102, 103) are dropped: the client got its own 100 when it
+/// asked. A 101 is final only for a WebSocket handshake.
+async fn final_head(
+    conn: &mut UpstreamConn,
+    limits: &HeadLimits,
+    websocket: bool,
+) -> Result<ResponseHead, ForwardError> {
+    loop {
+        let head = read_head(conn, limits).await?;
+        match head.status {
+            101 if websocket => {
+                if head.headers.has_token("upgrade", "websocket") {
+                    return Ok(head);
+                }
+                return Err(ForwardError::BadResponse(
+                    "101 Switching Protocols to something other than websocket".into(),
+                ));
+            }
+            101 => {
+                return Err(ForwardError::BadResponse(
+                    "101 Switching Protocols to a request without Upgrade".into(),
+                ))
+            }
+            100..=199 => continue,
+            _ => return Ok(head),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -694,15 +905,17 @@ enum PumpError {
     Write(io::Error),
 }
 
-/// Streams a body from `from` to `to` through `buf`, re-framing it as chunked when `chunked`. Returns the body bytes
-/// copied. Each read and write is bounded by `io_timeout`, so a stalled peer frees the task.
+/// Streams a body from `from` to `to` through `buf`, re-framing it as chunked when `chunked`, and flushing each
+/// piece as it comes (Server-Sent Events must not wait for a full buffer). Returns the body bytes copied. A read or
+/// write that waits longer than `idle` fails, so a stalled peer frees the task; a body that keeps moving is never
+/// cut.
 async fn pump<R, W>(
     reader: &mut BodyReader,
     from: &mut Conn<R>,
     to: &mut Conn<W>,
     chunked: bool,
     buf: &mut [u8],
-    io_timeout: Duration,
+    idle: Option<Duration>,
 ) -> Result<u64, PumpError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
@@ -714,12 +927,12 @@ where
         let data = buf
             .get_mut(CHUNK_PREFIX..CHUNK_PREFIX + room)
             .unwrap_or(&mut []);
-        let n = match timeout(io_timeout, reader.read(from, data)).await {
+        let n = match within(idle, reader.read(from, data)).await {
             Some(r) => r.map_err(PumpError::Read)?,
             None => {
                 return Err(PumpError::Read(BodyError::Io(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "timed out",
+                    "no byte within the idle timeout",
                 ))))
             }
         };
@@ -738,7 +951,7 @@ where
             to.write_all(bytes).await?;
             to.flush().await
         };
-        timeout(io_timeout, write)
+        within(idle, write)
             .await
             .unwrap_or_else(timed_out)
             .map_err(PumpError::Write)?;
@@ -791,6 +1004,9 @@ mod tests {
             target: "/x?y=1".into(),
             headers: h,
             timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            websocket: false,
+            session_expires: None,
         }
     }
 
@@ -811,7 +1027,7 @@ mod tests {
                     ("x-a", "b"),
                 ],
             );
-            let head = upstream_head(&p, *kind);
+            let head = upstream_head(&p, *kind, false);
             assert_eq!(head.headers.get("content-length"), *cl, "{method} {kind:?}");
             assert_eq!(
                 head.headers.get("transfer-encoding"),
@@ -822,7 +1038,11 @@ mod tests {
             assert_eq!(head.headers.get("host"), Some("app:8080"));
             assert_eq!(head.version, Version::Http11);
         }
-        let head = upstream_head(&plan("GET", &[("host", "kept.example")]), BodyKind::None);
+        let head = upstream_head(
+            &plan("GET", &[("host", "kept.example")]),
+            BodyKind::None,
+            false,
+        );
         assert_eq!(head.headers.get("host"), Some("kept.example"));
     }
 

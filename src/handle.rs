@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use crate::authn::Authn;
 use crate::config::Config;
-use crate::forward::ForwardPlan;
+use crate::forward::{self, ForwardPlan};
 use crate::http::Request;
 use crate::pages;
 use crate::reply::Reply;
@@ -260,6 +260,15 @@ impl App {
         target: &Target<'_>,
         session: Option<&Session>,
     ) -> Decision {
+        let user = session.map(|s| s.email.clone());
+        // A WebSocket handshake is never sent on as a plain request: either the route allows the tunnel, or no.
+        let websocket = forward::wants_websocket(&req.head);
+        if websocket && !route.allow_websockets {
+            return Decision {
+                action: Action::Reply(pages::websockets_disabled(Some(req), &origin.authority())),
+                user,
+            };
+        }
         let headers =
             crate::rewrite::upstream_headers(req, route, origin, &self.config.cookie.name, session);
         let plan = ForwardPlan {
@@ -270,10 +279,13 @@ impl App {
             timeout: route
                 .timeout
                 .unwrap_or(self.config.default_upstream_timeout),
+            idle_timeout: route.idle_timeout,
+            websocket,
+            session_expires: session.map(|s| s.expires),
         };
         Decision {
             action: Action::Forward(plan),
-            user: session.map(|s| s.email.clone()),
+            user,
         }
     }
 }

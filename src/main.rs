@@ -22,6 +22,7 @@ mod seal;
 mod server;
 mod session;
 mod tls;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
