@@ -899,6 +899,42 @@ async fn final_head(
     }
 }
 
+/// Trailer fields passed on: never framing, hop-by-hop, routing, credential or identity fields (RFC 9110 §6.5.1
+/// lets a recipient drop any; these could mean something different once merged into the head).
+fn trailer_passes(name: &str) -> bool {
+    !HOP_BY_HOP.contains(&name)
+        && !matches!(
+            name,
+            "host"
+                | "expect"
+                | "cookie"
+                | "set-cookie"
+                | "authorization"
+                | "proxy-authorization"
+                | "content-encoding"
+                | "content-type"
+                | "content-range"
+                | "location"
+        )
+        && !crate::rewrite::is_identity_header(name)
+}
+
+/// The last chunk, with the trailer fields that may pass.
+fn last_chunk(trailers: Vec<(String, String)>) -> Vec<u8> {
+    if !trailers.iter().any(|(n, _)| trailer_passes(n)) {
+        return LAST_CHUNK.to_vec();
+    }
+    let mut out = b"0\r\n".to_vec();
+    for (name, value) in trailers.iter().filter(|(n, _)| trailer_passes(n)) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 #[derive(Debug)]
 enum PumpError {
     Read(BodyError),
@@ -923,6 +959,7 @@ where
 {
     let room = buf.len().saturating_sub(CHUNK_PREFIX + CHUNK_SUFFIX);
     let mut total = 0u64;
+    let mut last: Vec<u8>;
     loop {
         let data = buf
             .get_mut(CHUNK_PREFIX..CHUNK_PREFIX + room)
@@ -940,7 +977,8 @@ where
             if !chunked {
                 return Ok(total);
             }
-            LAST_CHUNK
+            last = last_chunk(reader.take_trailers());
+            &last
         } else if chunked {
             let range = encode::frame_chunk(buf, n).unwrap_or(0..0);
             buf.get(range).unwrap_or(&[])
@@ -1080,6 +1118,162 @@ mod tests {
                 "{version:?} {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn websocket_handshake_table() {
+        type Case<'a> = (&'a str, Version, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                true,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[
+                    ("connection", "keep-alive, Upgrade"),
+                    ("upgrade", "WebSocket"),
+                ],
+                true,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                true,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[
+                    ("connection", "keep-alive"),
+                    ("connection", "Upgrade"),
+                    ("upgrade", "websocket"),
+                ],
+                true,
+            ),
+            ("GET", Version::Http11, &[("upgrade", "websocket")], false),
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "Upgrade"), ("upgrade", "h2c")],
+                false,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "Upgrades"), ("upgrade", "websocket")],
+                false,
+            ),
+            (
+                "POST",
+                Version::Http11,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                false,
+            ),
+            (
+                "GET",
+                Version::Http10,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                false,
+            ),
+        ];
+        for (method, version, fields, want) in cases {
+            let mut h = Headers::default();
+            for (n, v) in fields.iter() {
+                h.append(n, *v);
+            }
+            let head = RequestHead {
+                method: method.to_string(),
+                target: "/ws".into(),
+                version: *version,
+                headers: h,
+            };
+            assert_eq!(
+                wants_websocket(&head),
+                *want,
+                "{method} {version:?} {fields:?}"
+            );
+        }
+        // Sent upstream, the handshake carries exactly one pair of upgrade headers.
+        let mut p = plan(
+            "GET",
+            &[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "WebSocket"),
+                ("sec-websocket-key", "k"),
+            ],
+        );
+        p.websocket = true;
+        let head = upstream_head(&p, BodyKind::None, false);
+        assert_eq!(
+            head.headers.get_all("connection").collect::<Vec<_>>(),
+            ["upgrade"]
+        );
+        assert_eq!(
+            head.headers.get_all("upgrade").collect::<Vec<_>>(),
+            ["websocket"]
+        );
+        assert_eq!(head.headers.get("sec-websocket-key"), Some("k"));
+    }
+
+    #[test]
+    fn keep_alive_hint_margin_table() {
+        for (hint, kept) in [
+            (1000, 750),
+            (2000, 1500),
+            (5000, 4000),
+            (75000, 74000),
+            (0, 0),
+        ] {
+            assert_eq!(
+                under_hint(Duration::from_millis(hint)),
+                Duration::from_millis(kept),
+                "{hint}"
+            );
+        }
+    }
+
+    #[test]
+    fn trailers_that_pass_table() {
+        let t = |fields: &[(&str, &str)]| {
+            let v = fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            String::from_utf8(last_chunk(v)).unwrap()
+        };
+        assert_eq!(t(&[]), "0\r\n\r\n");
+        assert_eq!(
+            t(&[
+                ("x-checksum", "abc"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+                ("host", "evil"),
+                ("x-pomerium-claim-email", "admin@example.com"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("cookie", "a=b"),
+                ("server-timing", "db;dur=53"),
+            ]),
+            "0\r\nx-checksum: abc\r\nserver-timing: db;dur=53\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn pool_keys_separate_tls_settings() {
+        let plain = Upstream::new(false, "::1".into(), 8096, String::new());
+        assert_eq!(pool_key(&plain), "http://::1:8096");
+        let a = Upstream::new(true, "10.0.0.2".into(), 443, String::new());
+        let mut b = a.clone();
+        b.tls_server_name = Some("backend.internal".into());
+        assert_ne!(pool_key(&a), pool_key(&b));
+        let mut c = a.clone();
+        c.tls_config = Some(crate::tls::upstream_client_config(&[], true, None).unwrap());
+        assert_ne!(pool_key(&a), pool_key(&c));
+        assert_eq!(pool_key(&c), pool_key(&c.clone()));
     }
 
     #[test]

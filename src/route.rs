@@ -427,8 +427,18 @@ fn parse_port(p: &str) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A route to http://127.0.0.1:9001 from https://app.example.com that lets nobody in, for other modules' tests.
+    pub(crate) fn route_for_tests() -> Route {
+        route(
+            1,
+            origin(true, "app.example.com", 443),
+            PathRule::Any,
+            Access::default(),
+        )
+    }
 
     fn origin(https: bool, host: &str, port: u16) -> Origin {
         Origin {
