@@ -70,13 +70,13 @@ class Ports:
     postern: int
     es256: int
     routes: int  # test_routes.py's own postern
-    # issue 4's posterns, one per module: test_streams, test_keepalive, test_webdav, test_upstream_tls, test_bigfile
+    # issue 4's posterns: test_streams, test_keepalive, test_webdav, test_upstream_tls, test_bigfile, short sessions
     streams: tuple[int, ...] = ()
 
 
 @pytest.fixture(scope="session")
 def ports() -> Ports:
-    return Ports(*(harness.free_port() for _ in range(5)), streams=tuple(harness.free_port() for _ in range(5)))
+    return Ports(*(harness.free_port() for _ in range(5)), streams=tuple(harness.free_port() for _ in range(6)))
 
 
 @pytest.fixture(scope="session")

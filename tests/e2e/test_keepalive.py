@@ -1,0 +1,122 @@
+"""Issue 4: the upstream keep-alive pool against an upstream that closes idle connections (B26), a non-idempotent
+request is never replayed, and a WebSocket tunnel closes when the session it was opened with expires.
+
+The test upstream `keepalive.py` closes every connection idle for exactly 1 s (B26's 5 s, shortened five times);
+one instance announces it (`Keep-Alive: timeout=1`), one does not.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+import harness
+import streams_stack
+from conftest import ALICE, Ports
+from streams_stack import Stack
+
+
+@pytest.fixture(scope="module")
+def ka(idp, ports: Ports, certs: harness.Certs, log_dir):
+    hinted, silent = harness.free_port(), harness.free_port()
+    ups = [
+        streams_stack.start_upstream("keepalive-hinted", "keepalive.py", hinted, 1, 1, log_dir=log_dir,
+                                     ready_port=hinted),
+        streams_stack.start_upstream("keepalive-silent", "keepalive.py", silent, 1, log_dir=log_dir,
+                                     ready_port=silent),
+    ]
+    routes = [
+        {"from": "hinted", "to": f"http://127.0.0.1:{hinted}", "allowed_users": [ALICE]},
+        {"from": "silent", "to": f"http://127.0.0.1:{silent}", "allowed_users": [ALICE]},
+    ]
+    s = Stack("postern-keepalive", ports.streams[1], routes, certs, ports.idp, log_dir)
+    yield s, f"http://127.0.0.1:{silent}"
+    s.stop()
+    for u in ups:
+        u.stop()
+
+
+def schedule(n: int) -> list[float]:
+    """B26's intervals 4.9, 5.0, 5.05, 5.1 ... 6.0 s, five times shorter, repeated to n requests."""
+    base = [0.98, 1.0, 1.01] + [round(1.0 + 0.02 * i, 2) for i in range(1, 11)]
+    return [base[i % len(base)] for i in range(n)]
+
+
+def run_schedule(s: Stack, sub: str, intervals: list[float]) -> list[tuple[int, str]]:
+    s.cookie(sub)
+    out = []
+    for wait in intervals:
+        r = s.browser.get(s.url(sub, "/ping"), timeout=10, allow_redirects=False)
+        out.append((r.status_code, r.text))
+        time.sleep(wait)
+    return out
+
+
+def test_b26_upstream_announcing_its_idle_close_gets_no_502(ka):
+    s, _ = ka
+    results = run_schedule(s, "hinted", schedule(13))
+    assert [st for st, _ in results] == [200] * len(results), results
+
+
+def test_upstream_closing_idle_connections_after_1s_gives_no_502_at_1_2s_intervals(ka):
+    s, _ = ka
+    results = run_schedule(s, "silent", [1.2] * 6)
+    assert [st for st, _ in results] == [200] * len(results), results
+
+
+def test_b26_schedule_against_an_upstream_that_does_not_announce_its_timeout(ka):
+    """The racy case: the pool cannot know the 1 s, so requests land on connections closing right then; a GET that
+    fails on a reused connection before any response byte is retried once on a fresh one."""
+    s, _ = ka
+    results = run_schedule(s, "silent", schedule(13))
+    assert [st for st, _ in results] == [200] * len(results), results
+
+
+def test_post_is_never_replayed_on_a_fresh_connection(ka):
+    s, silent = ka
+    s.cookie("silent")
+    with requests.Session() as direct:
+        direct.trust_env = False
+        before = json.loads(direct.get(silent + "/stats", timeout=5).text).get("POST /hangup", 0)
+    first = s.browser.post(s.url("silent", "/hangup"), data=b"one", timeout=10, allow_redirects=False)
+    assert first.status_code == 200, first.text
+    # The upstream reads the second POST's body on the reused connection and closes without answering.
+    second = s.browser.post(s.url("silent", "/hangup"), data=b"two", timeout=10, allow_redirects=False)
+    assert second.status_code == 502, second.text
+    with requests.Session() as direct:
+        direct.trust_env = False
+        after = json.loads(direct.get(silent + "/stats", timeout=5).text).get("POST /hangup", 0)
+    assert after - before == 2, "the POST was sent upstream again"
+
+
+@pytest.fixture(scope="module")
+def short_sessions(idp, ports: Ports, certs: harness.Certs, log_dir):
+    port = harness.free_port()
+    up = streams_stack.start_upstream("ws-echo-short", "ws_echo.py", port, log_dir=log_dir, ready_port=port)
+    routes = [{"from": "ws", "to": f"http://127.0.0.1:{port}", "allow_websockets": True, "allowed_users": [ALICE]}]
+    s = Stack("postern-short-sessions", ports.streams[5], routes, certs, ports.idp, log_dir,
+              extra_env={"COOKIE_EXPIRE": "4s"})
+    yield s
+    s.stop()
+    up.stop()
+
+
+def test_tunnel_closes_when_its_session_expires(short_sessions):
+    s = short_sessions
+    cookie = s.cookie("ws")
+    signed_in = time.time()
+    ctx = ssl.create_default_context(cafile=str(s.certs.ca))
+    with ws_connect(f"wss://{s.host('ws')}/", ssl=ctx, additional_headers={"Cookie": cookie}, open_timeout=10) as ws:
+        with pytest.raises(ConnectionClosed):
+            for i in range(40):  # traffic all along: only the session's end can close it
+                ws.send(f"tick {i}")
+                assert ws.recv(timeout=5) == f"tick {i}"
+                time.sleep(0.25)
+    lived = time.time() - signed_in
+    assert 2.5 < lived < 7, f"the tunnel lived {lived:.1f} s with a 4 s session"
