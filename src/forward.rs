@@ -483,7 +483,7 @@ where
                     "forwarding {} {} to {}: {e}",
                     plan.method,
                     path_only(&plan.target),
-                    pool_key(&plan.upstream)
+                    plan.upstream.url
                 );
                 let page = handler.error_page(Some(req), e.status(), &e.to_string());
                 let keep_alive = respond.keep_alive
@@ -514,7 +514,7 @@ where
                 "forwarding {} {} to {}: {e}",
                 plan.method,
                 path_only(&plan.target),
-                pool_key(&plan.upstream)
+                plan.upstream.url
             );
             let page = handler.error_page(Some(req), e.status(), &e.to_string());
             return write_reply(client, page, respond).await;
@@ -604,7 +604,7 @@ where
         Err(PumpError::Read(e)) => {
             log::warn!(
                 "upstream {} broke off a response body: {e}",
-                pool_key(&plan.upstream)
+                plan.upstream.url
             );
             Outcome {
                 status,
@@ -692,7 +692,7 @@ where
         "tunnel {} {} <-> {} ended: {} ({} bytes up, {} down)",
         req.peer,
         path_only(&plan.target),
-        pool_key(&plan.upstream),
+        plan.upstream.url,
         report.end,
         report.up + early_up,
         report.down + early_down as u64
@@ -789,7 +789,10 @@ where
                     && idempotent(&plan.method)
                     && body.bytes_read() == 0 =>
             {
-                log::debug!("reused connection to {key} was stale ({e}); retrying on a fresh one");
+                log::debug!(
+                    "reused connection to {} was stale ({e}); retrying on a fresh one",
+                    plan.upstream.url
+                );
                 fresh_only = true;
             }
             Err(e) => return Err(e),
