@@ -120,10 +120,28 @@ async fn fake_upstream_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, 
             _ => {}
         }
         let kind = framing::request_body(&head).expect("fake upstream: bad framing");
-        let body = BodyReader::new(kind)
+        let mut reader = BodyReader::new(kind);
+        let body = reader
             .read_to_end(&mut conn, 1 << 24)
             .await
             .expect("fake upstream: bad body");
+        if head.target == "/trailers" {
+            // Says which request trailers arrived, and sends its own (one of them a framing field).
+            let got: Vec<String> = reader
+                .take_trailers()
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            let text = format!("{} bytes; trailers {}", body.len(), got.join(" "));
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n{:x}\r\n{text}\r\n0\r\nx-checksum: abc\r\ncontent-length: 7\r\n\r\n",
+                text.len()
+            );
+            if conn.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         die_next = head.target.starts_with("/die-next");
         let reply: Vec<u8> = match head.target.as_str() {
             "/slow" => {
@@ -403,6 +421,36 @@ fn expect_continue_follows_the_upstream() {
         assert_eq!((h.status, b.as_str()), (413, "too large"));
         assert_eq!(h.headers.get("connection"), Some("close"));
         assert!(closed(&mut c).await);
+    });
+}
+
+#[test]
+fn trailers_pass_both_ways_filtered() {
+    run(true, Duration::from_secs(5), |env| async move {
+        let mut c = connect(
+            env.addr,
+            b"POST /trailers HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-Pomerium-Claim-Email: admin@example.com\r\nTransfer-Encoding: gzip\r\n\r\n",
+        )
+        .await;
+        let head = c.read_response_head(&HeadLimits::default()).await.unwrap();
+        assert_eq!(head.headers.get("transfer-encoding"), Some("chunked"));
+        let mut reader = BodyReader::new(framing::response_body("POST", &head).unwrap());
+        let body = reader.read_to_end(&mut c, 1 << 16).await.unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "3 bytes; trailers x-sum=1"
+        );
+        assert_eq!(
+            reader.take_trailers(),
+            [("x-checksum".to_string(), "abc".to_string())]
+        );
+        // The connection stays in step after the trailers.
+        c.write_all(b"GET /after HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await
+            .unwrap();
+        let (h, b) = response(&mut c, "GET").await;
+        assert_eq!(h.status, 200);
+        assert!(b.starts_with("GET /after "), "{b}");
     });
 }
 

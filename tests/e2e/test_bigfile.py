@@ -32,7 +32,8 @@ MIB = 1 << 20
 def big(idp, ports: Ports, certs: harness.Certs, log_dir):
     port = harness.free_port()
     up = streams_stack.start_upstream("bigfile", "bigfile.py", port, log_dir=log_dir, ready_port=port)
-    routes = [{"from": "big", "to": f"http://127.0.0.1:{port}", "allowed_users": [ALICE]}]
+    # timeout 1s: the transfers take longer, and only the wait for the response head may be bounded by it.
+    routes = [{"from": "big", "to": f"http://127.0.0.1:{port}", "allowed_users": [ALICE], "timeout": "1s"}]
     # Info, not debug: the access log line per request is all that is needed here.
     s = Stack("postern-bigfile", ports.streams[4], routes, certs, ports.idp, log_dir,
               extra_env={"LOG_LEVEL": "info"})

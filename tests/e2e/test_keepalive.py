@@ -1,13 +1,15 @@
 """Issue 4: the upstream keep-alive pool against an upstream that closes idle connections (B26), a non-idempotent
 request is never replayed, and a WebSocket tunnel closes when the session it was opened with expires.
 
-The test upstream `keepalive.py` closes every connection idle for exactly 1 s (B26's 5 s, shortened five times);
-one instance announces it (`Keep-Alive: timeout=1`), one does not.
+The test upstream `keepalive.py` closes every connection idle for exactly 1 s. B26 runs against two more: one
+announcing its idle close (`Keep-Alive: timeout=N`), one not, both at B26's timing shortened five times (5 s -> 1 s)
+and 13 requests. `E2E_B26_SCALE=1 E2E_B26_COUNT=200` runs the case at its real timing (about 18 minutes).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import time
 
@@ -21,18 +23,25 @@ import streams_stack
 from conftest import ALICE, Ports
 from streams_stack import Stack
 
+B26_SCALE = float(os.environ.get("E2E_B26_SCALE", "0.2"))
+B26_COUNT = int(os.environ.get("E2E_B26_COUNT", "13"))
+B26_IDLE = 5 * B26_SCALE
+
 
 @pytest.fixture(scope="module")
 def ka(idp, ports: Ports, certs: harness.Certs, log_dir):
-    hinted, silent = harness.free_port(), harness.free_port()
+    hinted, unannounced, silent = harness.free_port(), harness.free_port(), harness.free_port()
+    hint = max(1, round(B26_IDLE))
     ups = [
-        streams_stack.start_upstream("keepalive-hinted", "keepalive.py", hinted, 1, 1, log_dir=log_dir,
-                                     ready_port=hinted),
-        streams_stack.start_upstream("keepalive-silent", "keepalive.py", silent, 1, log_dir=log_dir,
-                                     ready_port=silent),
+        streams_stack.start_upstream("keepalive-b26-hinted", "keepalive.py", hinted, B26_IDLE, hint,
+                                     log_dir=log_dir, ready_port=hinted),
+        streams_stack.start_upstream("keepalive-b26-unannounced", "keepalive.py", unannounced, B26_IDLE,
+                                     log_dir=log_dir, ready_port=unannounced),
+        streams_stack.start_upstream("keepalive-1s", "keepalive.py", silent, 1, log_dir=log_dir, ready_port=silent),
     ]
     routes = [
         {"from": "hinted", "to": f"http://127.0.0.1:{hinted}", "allowed_users": [ALICE]},
+        {"from": "unannounced", "to": f"http://127.0.0.1:{unannounced}", "allowed_users": [ALICE]},
         {"from": "silent", "to": f"http://127.0.0.1:{silent}", "allowed_users": [ALICE]},
     ]
     s = Stack("postern-keepalive", ports.streams[1], routes, certs, ports.idp, log_dir)
@@ -43,9 +52,9 @@ def ka(idp, ports: Ports, certs: harness.Certs, log_dir):
 
 
 def schedule(n: int) -> list[float]:
-    """B26's intervals 4.9, 5.0, 5.05, 5.1 ... 6.0 s, five times shorter, repeated to n requests."""
-    base = [0.98, 1.0, 1.01] + [round(1.0 + 0.02 * i, 2) for i in range(1, 11)]
-    return [base[i % len(base)] for i in range(n)]
+    """B26's intervals 4.9, 5.0, 5.05, 5.1 ... 6.0 s (times E2E_B26_SCALE), repeated to n requests."""
+    base = [4.9, 5.0, 5.05] + [5.0 + 0.1 * i for i in range(1, 11)]
+    return [round(base[i % len(base)] * B26_SCALE, 3) for i in range(n)]
 
 
 def run_schedule(s: Stack, sub: str, intervals: list[float]) -> list[tuple[int, str]]:
@@ -60,7 +69,7 @@ def run_schedule(s: Stack, sub: str, intervals: list[float]) -> list[tuple[int, 
 
 def test_b26_upstream_announcing_its_idle_close_gets_no_502(ka):
     s, _ = ka
-    results = run_schedule(s, "hinted", schedule(13))
+    results = run_schedule(s, "hinted", schedule(B26_COUNT))
     assert [st for st, _ in results] == [200] * len(results), results
 
 
@@ -71,10 +80,10 @@ def test_upstream_closing_idle_connections_after_1s_gives_no_502_at_1_2s_interva
 
 
 def test_b26_schedule_against_an_upstream_that_does_not_announce_its_timeout(ka):
-    """The racy case: the pool cannot know the 1 s, so requests land on connections closing right then; a GET that
-    fails on a reused connection before any response byte is retried once on a fresh one."""
+    """The racy case: the pool cannot know the upstream's timeout, so requests land on connections closing right
+    then; a GET that fails on a reused connection before any response byte is retried once on a fresh one."""
     s, _ = ka
-    results = run_schedule(s, "silent", schedule(13))
+    results = run_schedule(s, "unannounced", schedule(B26_COUNT))
     assert [st for st, _ in results] == [200] * len(results), results
 
 
