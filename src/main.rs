@@ -15,6 +15,7 @@ mod handle;
 mod http;
 mod logger;
 mod pages;
+mod pool;
 mod reply;
 mod rewrite;
 mod route;
@@ -187,8 +188,8 @@ fn run(cfg: config::Config) -> ExitCode {
             cfg.authenticate_url
         );
         let tls = cfg.tls.clone();
-        let pool = Rc::new(forward::Pool::new(
-            forward::PoolLimits::default(),
+        let pool = Rc::new(pool::Pool::new(
+            pool::PoolLimits::default(),
             Some(tls::client_config()),
         ));
         let opts = Rc::new(server::ServerOptions {

@@ -20,10 +20,11 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
-use crate::forward::{forward, ForwardPlan, Pool};
+use crate::forward::{forward, ForwardPlan};
 use crate::http::body::BodyReader;
 use crate::http::conn::{Conn, HeadLimits};
 use crate::http::{date, encode, framing, Headers, Request, RequestHead, ResponseHead, Version};
+use crate::pool::Pool;
 use crate::reply::Reply;
 
 /// What the request path decides for one request.

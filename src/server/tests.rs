@@ -12,10 +12,11 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
 use super::*;
-use crate::forward::{ForwardPlan, Pool, PoolLimits};
+use crate::forward::ForwardPlan;
 use crate::http::body::BodyReader;
 use crate::http::conn::{Conn, HeadLimits};
 use crate::http::{framing, ResponseHead};
+use crate::pool::{Pool, PoolLimits};
 use crate::reply::Reply;
 use crate::route::Upstream;
 
