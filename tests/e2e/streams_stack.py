@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
-import time
 from pathlib import Path
 
 import harness
@@ -20,12 +19,11 @@ D = harness.TEST_DOMAIN
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
 
 
-def start_upstream(name: str, script: str, *args, log_dir: Path, ready_port: int, ready_host: str = "127.0.0.1"):
+def start_upstream(name: str, script: str, *args, log_dir: Path, ready_port: int):
     """Start a test upstream from upstreams/ and wait until its port accepts connections."""
     proc = harness.start(name, [sys.executable, str(UPSTREAMS / script), *map(str, args)], harness.base_env(),
                          log_dir=log_dir)
-    harness.wait_until(proc, lambda: socket.create_connection((ready_host, ready_port), 1).close() or True,
-                       f"{name} listening on {ready_port}")
+    wait_port(proc, ready_port)
     return proc
 
 
@@ -161,6 +159,3 @@ def request(method: str, sub_host: str, path: str, headers: dict[str, str] | Non
     return (f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode() \
         + body
 
-
-def now() -> float:
-    return time.monotonic()

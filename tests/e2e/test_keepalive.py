@@ -61,7 +61,9 @@ def run_schedule(s: Stack, sub: str, intervals: list[float]) -> list[tuple[int, 
     s.cookie(sub)
     out = []
     for wait in intervals:
-        r = s.browser.get(s.url(sub, "/ping"), timeout=10, allow_redirects=False)
+        # Not /ping: postern answers that itself on every host.
+        r = s.browser.get(s.url(sub, "/app/ping"), timeout=10, allow_redirects=False)
+        assert r.status_code != 200 or r.text.startswith("pong "), f"not the upstream's answer: {r.text[:200]}"
         out.append((r.status_code, r.text))
         time.sleep(wait)
     return out
