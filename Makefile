@@ -5,7 +5,7 @@
 #   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
 #   make bench-stream  postern's peak RSS (VmHWM) while 2 GiB go down and 2 GiB up (bench/stream-rss.sh; not a test)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
-#                E2E_BROWSER=0 skips installing Chromium (the browser test then skips itself)
+#                E2E_BROWSER=0 skips installing Chromium and nginx (the browser tests then skip themselves)
 
 SHELL       := /bin/bash
 CARGO       ?= cargo

@@ -25,11 +25,13 @@ IDP_PORT = int(os.environ.get("DEMO_IDP_PORT", "9000"))
 HTTPBIN_PORT = 9001
 POSTERN_PORT = 8443
 AUTH_URL = f"https://auth.localhost:{POSTERN_PORT}"
-SUBS = ["httpbin", "staff", "domain", "public", "auth"]
+SUBS = ["httpbin", "staff", "domain", "public", "auth", "unknown"]
 
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        # SO_REUSEADDR as servers set it: TIME_WAIT left by a previous run does not count as in use.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -24,18 +24,20 @@ use crate::server::{Action, Decision, Handler};
 use crate::session::Session;
 
 pub struct App {
-    pub config: Config,
-    pub authn: Authn,
+    config: Config,
+    authn: Authn,
+    /// The authenticate host as `host[:port]`, issuer of identity assertions; computed once.
+    auth_authority: String,
 }
 
 /// The parts of the request target the decision needs.
-struct Target<'a> {
+struct Target {
     host: String,
     port: Option<u16>,
-    /// As sent, before `?`.
-    path: &'a str,
-    /// Path and query to forward (origin-form).
-    path_and_query: &'a str,
+    /// The normalized path the policy judges (see path.rs).
+    path: String,
+    /// The normalized path and the query as sent: what is forwarded (origin-form).
+    path_and_query: String,
 }
 
 fn reply(r: Reply) -> Decision {
@@ -45,8 +47,8 @@ fn reply(r: Reply) -> Decision {
     }
 }
 
-/// Splits the request-target and finds the host. Absolute-form targets must agree with `Host`.
-fn target_of(req: &Request) -> Result<Target<'_>, &'static str> {
+/// Splits the request-target, normalizes its path and finds the host. Absolute-form targets must agree with `Host`.
+fn target_of(req: &Request) -> Result<Target, String> {
     let raw = req.head.target.as_str();
     let path_and_query = if raw.starts_with('/') {
         raw
@@ -58,7 +60,7 @@ fn target_of(req: &Request) -> Result<Target<'_>, &'static str> {
         let (authority, pq) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let host_header = req.head.headers.get("host").unwrap_or_default();
         if !authority.eq_ignore_ascii_case(host_header) {
-            return Err("the request target names a different host than the Host header");
+            return Err("the request target names a different host than the Host header".into());
         }
         if pq.is_empty() {
             "/"
@@ -66,20 +68,28 @@ fn target_of(req: &Request) -> Result<Target<'_>, &'static str> {
             pq
         }
     } else {
-        return Err("the request target must be a path starting with /");
+        return Err("the request target must be a path starting with /".into());
     };
     let mut hosts = req.head.headers.get_all("host");
     let host_header = hosts.next().ok_or("the request has no Host header")?;
     if hosts.next().is_some() {
-        return Err("the request has more than one Host header");
+        return Err("the request has more than one Host header".into());
     }
     let (host, port) =
         route::normalize_host(host_header).ok_or("the Host header is not a valid host name")?;
-    let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+    let (raw_path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let path = crate::path::normalize(raw_path).map_err(|e| e.to_string())?;
+    let path_and_query = match query {
+        Some(q) => format!("{}?{q}", path.forward),
+        None => path.forward,
+    };
     Ok(Target {
         host,
         port,
-        path,
+        path: path.judge,
         path_and_query,
     })
 }
@@ -100,16 +110,27 @@ fn is_safe(method: &str) -> bool {
 }
 
 impl App {
+    pub fn new(config: Config, authn: Authn) -> App {
+        let auth_authority = config.authenticate.authority();
+        App {
+            config,
+            authn,
+            auth_authority,
+        }
+    }
+
     pub async fn decide(&self, req: &Request) -> Decision {
-        let target = match target_of(req) {
-            Ok(t) => t,
-            Err(why) => return reply(pages::bad_request(Some(req), why)),
-        };
-        match target.path {
+        // Health checks and crawlers get their answer on any host, even without one (an HTTP/1.0 probe).
+        let raw_path = req.head.target.split('?').next().unwrap_or_default();
+        match raw_path {
             "/ping" | "/healthz" => return reply(Reply::text(200, "OK\n")),
             "/robots.txt" => return reply(Reply::text(200, "User-agent: *\nDisallow: /\n")),
             _ => {}
         }
+        let target = match target_of(req) {
+            Ok(t) => t,
+            Err(why) => return reply(pages::bad_request(Some(req), &why)),
+        };
 
         let auth = &self.config.authenticate;
         if auth.matches(&target.host, target.port) {
@@ -117,9 +138,27 @@ impl App {
         }
 
         let Some(origin) = self.config.policy.has_host(&target.host, target.port) else {
+            if target.port.is_some() && self.config.policy.has_host(&target.host, None).is_some() {
+                // A common set-up slip: the proxy in front passes its own port in Host (DSM with a custom port).
+                log::warn!(
+                    "no route for {}:{}, though {} has routes on its default port: the Host header carries a port the routes' `from` does not name (give `from` that port, or make the proxy in front send the Host without it)",
+                    target.host,
+                    target.port.unwrap_or_default(),
+                    target.host
+                );
+            }
             return reply(pages::not_found(Some(req), &target.host));
         };
 
+        if target.path == "/.well-known/pomerium/jwks.json" {
+            let jwks = self
+                .config
+                .signing_key
+                .as_ref()
+                .map(|k| k.jwks())
+                .unwrap_or("{\"keys\":[]}\n");
+            return reply(Reply::json(200, jwks));
+        }
         if let Some(own) = target.path.strip_prefix("/.pomerium") {
             return self.own_path(req, origin, own);
         }
@@ -127,12 +166,12 @@ impl App {
         let Some(route) = self
             .config
             .policy
-            .find(&target.host, target.port, target.path)
+            .find(&target.host, target.port, &target.path)
         else {
             return reply(pages::no_route_for_path(
                 Some(req),
                 &target.host,
-                target.path,
+                &target.path,
             ));
         };
         if route.is_public() {
@@ -158,11 +197,19 @@ impl App {
     }
 
     /// No session on a route host: browsers go to sign in and come back; scripts and non-GET requests get a 401.
-    fn sign_in(&self, req: &Request, origin: &Origin, target: &Target<'_>) -> Reply {
+    fn sign_in(&self, req: &Request, origin: &Origin, target: &Target) -> Reply {
         if is_script(req) || !is_safe(&req.head.method) {
             // The return target is the app's front page, which a GET can load safely.
             let retry = format!("{}/", origin.url());
-            return pages::unauthorized(Some(req), &retry);
+            let mut r = pages::unauthorized(Some(req), &retry);
+            // The app's own scripts must be able to read the 401 (B18); other origins learn nothing.
+            if req.head.headers.get("origin") == Some(origin.url().as_str()) {
+                r.headers
+                    .append("access-control-allow-origin", origin.url());
+                r.headers.append("access-control-allow-credentials", "true");
+            }
+            r.headers.append("vary", "Origin");
+            return r;
         }
         let original = format!("{}{}", origin.url(), target.path_and_query);
         self.authn.sign_in_redirect(&origin.url(), &original)
@@ -179,23 +226,24 @@ impl App {
                     let target = Target {
                         host: origin.host.clone(),
                         port: Some(origin.port),
-                        path: "/.pomerium/",
-                        path_and_query: "/.pomerium/",
+                        path: "/.pomerium/".into(),
+                        path_and_query: "/.pomerium/".into(),
                     };
                     reply(self.sign_in(req, origin, &target))
                 }
             },
-            _ => reply(pages::not_found(
+            _ => reply(pages::no_route_for_path(
                 Some(req),
-                &format!("{}/.pomerium{rest}", origin.authority()),
+                &origin.authority(),
+                &format!("/.pomerium{rest}"),
             )),
         }
     }
 
     /// The authenticate host's own paths; everything else there is a 404.
-    async fn authenticate_host(&self, req: &Request, target: &Target<'_>) -> Decision {
+    async fn authenticate_host(&self, req: &Request, target: &Target) -> Decision {
         let auth = &self.config.authenticate;
-        match target.path {
+        match target.path.as_str() {
             "/.pomerium/sign_in" | "/oauth2/callback" | "/.pomerium/sign_out" => {
                 let allowed = |url: &url::Url| self.is_allowed_target(url);
                 reply(self.authn.authenticate_host(req, &allowed).await)
@@ -204,9 +252,10 @@ impl App {
                 Some(s) => self.user_page(req, &s, &auth.authority()),
                 None => reply(pages::signed_out(Some(req))),
             },
-            _ => reply(pages::not_found(
+            _ => reply(pages::no_route_for_path(
                 Some(req),
-                &format!("{}{}", auth.authority(), target.path),
+                &auth.authority(),
+                &target.path,
             )),
         }
     }
@@ -223,6 +272,15 @@ impl App {
         Decision {
             action: Action::Reply(pages::user_page(Some(req), &info, "/.pomerium/sign_out")),
             user: Some(s.email.clone()),
+        }
+    }
+
+    fn rewrite_settings(&self) -> crate::rewrite::Settings<'_> {
+        crate::rewrite::Settings {
+            cookie_name: &self.config.cookie.name,
+            trusted: &self.config.trusted_proxies,
+            signer: self.config.signing_key.as_ref(),
+            issuer: &self.auth_authority,
         }
     }
 
@@ -257,7 +315,7 @@ impl App {
         req: &Request,
         route: &Route,
         origin: &Origin,
-        target: &Target<'_>,
+        target: &Target,
         session: Option<&Session>,
     ) -> Decision {
         let user = session.map(|s| s.email.clone());
@@ -270,11 +328,11 @@ impl App {
             };
         }
         let headers =
-            crate::rewrite::upstream_headers(req, route, origin, &self.config.cookie.name, session);
+            crate::rewrite::upstream_headers(req, route, origin, &self.rewrite_settings(), session);
         let plan = ForwardPlan {
             upstream: Rc::clone(&route.to),
             method: req.head.method.clone(),
-            target: target.path_and_query.to_owned(),
+            target: target.path_and_query.clone(),
             headers,
             timeout: route
                 .timeout

@@ -6,6 +6,7 @@
 //! streams to and from the upstream). The only other threads are smol's reactor and, briefly, its blocking pool
 //! for DNS look-ups.
 
+mod assertion;
 mod authn;
 mod client;
 mod clock;
@@ -15,6 +16,7 @@ mod handle;
 mod http;
 mod logger;
 mod pages;
+mod path;
 mod pool;
 mod reply;
 mod rewrite;
@@ -23,6 +25,7 @@ mod seal;
 mod server;
 mod session;
 mod tls;
+mod trust;
 mod tunnel;
 
 use std::path::PathBuf;
@@ -204,7 +207,7 @@ fn run(cfg: config::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app = Rc::new(handle::App { config: cfg, authn });
+        let app = Rc::new(handle::App::new(cfg, authn));
         server::serve(&ex, listener, tls, app, opts).await;
         ExitCode::SUCCESS
     }))

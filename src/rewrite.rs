@@ -4,6 +4,7 @@
 //! are removed on every route (public ones too) before postern adds anything. Framing and hop-by-hop headers are the
 //! forwarder's business and are left to it.
 
+use crate::assertion::Signer;
 use crate::http::{Headers, Request};
 use crate::route::{Origin, Route};
 use crate::session::Session;
@@ -36,13 +37,21 @@ pub(crate) fn is_identity_header(name: &str) -> bool {
         || FORWARDING_HEADERS.contains(&name)
 }
 
-/// The head sent upstream for `req` on `route`. `host` is the Host the client used (as it sent it); `session` is
-/// the signed-in user, if any.
+/// What the rewrite needs from the configuration.
+pub struct Settings<'a> {
+    pub cookie_name: &'a str,
+    pub trusted: &'a [crate::trust::Cidr],
+    pub signer: Option<&'a Signer>,
+    /// The authenticate host, issuer of assertions.
+    pub issuer: &'a str,
+}
+
+/// The head sent upstream for `req` on `route` (reached through `origin`); `session` is the signed-in user, if any.
 pub fn upstream_headers(
     req: &Request,
     route: &Route,
     origin: &Origin,
-    cookie_name: &str,
+    settings: &Settings<'_>,
     session: Option<&Session>,
 ) -> Headers {
     let mut headers = req.head.headers.clone();
@@ -56,7 +65,7 @@ pub fn upstream_headers(
     headers.remove("cookie");
     let kept: Vec<String> = cookies
         .iter()
-        .filter_map(|c| crate::session::strip_own_cookies(c, cookie_name))
+        .filter_map(|c| crate::session::strip_own_cookies(c, settings.cookie_name))
         .collect();
     if !kept.is_empty() {
         headers.append("cookie", kept.join("; "));
@@ -84,7 +93,10 @@ pub fn upstream_headers(
         }
     }
 
-    headers.append("x-forwarded-for", req.peer.ip().to_string());
+    let received: Vec<&str> = req.head.headers.get_all("x-forwarded-for").collect();
+    let (xff, client) = crate::trust::forwarded_for(settings.trusted, req.peer.ip(), &received);
+    headers.append("x-forwarded-for", xff);
+    headers.append("x-real-ip", client.to_string());
     headers.append(
         "x-forwarded-proto",
         if origin.https { "https" } else { "http" },
@@ -100,6 +112,20 @@ pub fn upstream_headers(
         }
         if let Some(name) = &s.name {
             headers.append("x-pomerium-claim-name", name.as_str());
+        }
+        let now = crate::clock::now_secs();
+        let jwt = settings.signer.and_then(|k| {
+            k.assert(
+                settings.issuer,
+                &origin.authority(),
+                &s.email,
+                s.name.as_deref(),
+                &s.groups,
+                now,
+            )
+        });
+        if let Some(jwt) = jwt {
+            headers.append("x-pomerium-jwt-assertion", jwt);
         }
     }
     headers

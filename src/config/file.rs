@@ -3,7 +3,7 @@
 
 use super::error::{ConfigError, Doc};
 use super::lines::{top_key_line, ItemLines};
-use super::policy::{yaml_error, PolicyDoc, RouteRaw};
+use super::policy::{friendlier, yaml_error, PolicyDoc};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
@@ -15,11 +15,14 @@ macro_rules! file_options {
         #[serde(deny_unknown_fields)]
         pub(crate) struct FileOptions {
             $($key: Option<Value>,)*
-            policy: Option<Vec<RouteRaw>>,
-            routes: Option<Vec<RouteRaw>>,
+            policy: Option<Vec<Value>>,
+            routes: Option<Vec<Value>>,
         }
 
         impl FileOptions {
+            /// Every key the file may hold.
+            const KEYS: &'static [&'static str] = &[$(stringify!($key),)* "policy", "routes"];
+
             fn get(&self, key: &str) -> Option<&Value> {
                 match key {
                     $(stringify!($key) => self.$key.as_ref(),)*
@@ -55,6 +58,8 @@ file_options!(
     log_level,
     services,
     policy_file,
+    trusted_proxies,
+    signing_key,
 );
 
 /// A parsed configuration file.
@@ -62,6 +67,8 @@ pub(crate) struct ConfigFile {
     pub path: PathBuf,
     text: String,
     options: FileOptions,
+    /// Unknown top-level keys, each an error of its own; reported beside every other problem.
+    pub unknown_keys: Vec<ConfigError>,
 }
 
 impl ConfigFile {
@@ -77,12 +84,41 @@ impl ConfigFile {
 
     pub(crate) fn parse(path: &Path, text: String) -> Result<ConfigFile, ConfigError> {
         let doc = Doc::File(path.to_path_buf());
+        let mut value: Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(doc.clone(), &e, &text))?;
+        // Unknown keys are taken out one by one so that a typo hides no other problem.
+        let mut unknown_keys = Vec::new();
+        if let Value::Mapping(map) = &mut value {
+            let unknown: Vec<Value> = map
+                .keys()
+                .filter(|k| !k.as_str().is_some_and(|k| FileOptions::KEYS.contains(&k)))
+                .cloned()
+                .collect();
+            for key in unknown {
+                map.remove(&key);
+                let name = key
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{key:?}"));
+                let known: Vec<String> =
+                    FileOptions::KEYS.iter().map(|k| format!("`{k}`")).collect();
+                unknown_keys.push(ConfigError::Yaml {
+                    doc: doc.clone(),
+                    line: top_key_line(&text, &name),
+                    message: friendlier(&format!(
+                        "unknown field `{name}`, expected one of {}",
+                        known.join(", ")
+                    )),
+                });
+            }
+        }
         let options: Option<FileOptions> =
-            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(doc, &e, &text))?;
+            serde_yaml_ng::from_value(value).map_err(|e| yaml_error(doc, &e, &text))?;
         Ok(ConfigFile {
             path: path.to_path_buf(),
             text,
             options: options.unwrap_or_default(),
+            unknown_keys,
         })
     }
 

@@ -100,6 +100,10 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     pub default_upstream_timeout: Duration,
     pub log_level: log::LevelFilter,
+    /// SIGNING_KEY: signs `X-Pomerium-Jwt-Assertion` on routes with pass_identity_headers (see assertion.rs).
+    pub signing_key: Option<crate::assertion::Signer>,
+    /// TRUSTED_PROXIES: peers whose X-Forwarded-For is kept (see trust.rs).
+    pub trusted_proxies: Vec<crate::trust::Cidr>,
     pub policy: Policy,
     /// Things worth saying at start-up that do not stop it (a route that denies everyone, ignored settings).
     pub warnings: Vec<String>,
@@ -130,14 +134,18 @@ pub fn load(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let file = match file {
+    let mut file = match file {
         Some(path) => Some(ConfigFile::read(path).map_err(|e| ConfigErrors(vec![e]))?),
         None => None,
     };
+    let errors = file
+        .as_mut()
+        .map(|f| std::mem::take(&mut f.unknown_keys))
+        .unwrap_or_default();
     Loader {
         env,
         file,
-        errors: Vec::new(),
+        errors,
         warnings: Vec::new(),
     }
     .load()
@@ -150,11 +158,12 @@ pub fn load_str(
     yaml: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let file = ConfigFile::parse(path, yaml.to_string()).map_err(|e| ConfigErrors(vec![e]))?;
+    let mut file = ConfigFile::parse(path, yaml.to_string()).map_err(|e| ConfigErrors(vec![e]))?;
+    let errors = std::mem::take(&mut file.unknown_keys);
     Loader {
         env,
         file: Some(file),
-        errors: Vec::new(),
+        errors,
         warnings: Vec::new(),
     }
     .load()
@@ -309,7 +318,21 @@ impl Loader<'_> {
         let default_upstream_timeout =
             self.duration("default_upstream_timeout", Duration::from_secs(30));
         let log_level = self.log_level();
+        let trusted_proxies = self.trusted_proxies();
+        let mut signing_key = self.signing_key();
         let policy = self.policy();
+        let asserts = policy
+            .as_ref()
+            .is_some_and(|p| p.routes.iter().any(|r| r.pass_identity_headers));
+        if signing_key.is_none() && asserts {
+            match crate::assertion::Signer::generate() {
+                Ok(k) => {
+                    signing_key = Some(k);
+                    self.warnings.push("SIGNING_KEY is not set: generated a key for this run to sign X-Pomerium-Jwt-Assertion; apps that verify it must re-read /.well-known/pomerium/jwks.json after a restart (set SIGNING_KEY to keep one: `openssl ecparam -genkey -name prime256v1 -noout | base64 -w0`)".into());
+                }
+                Err(e) => self.missing("signing_key", e),
+            }
+        }
         if let (Some((_, auth, setting)), Some(policy)) = (&authenticate, &policy) {
             for route in &policy.routes {
                 if auth.overlaps(&route.from) {
@@ -356,6 +379,8 @@ impl Loader<'_> {
                 headers,
                 default_upstream_timeout,
                 log_level,
+                trusted_proxies,
+                signing_key,
                 policy,
                 warnings: self.warnings,
             }),
@@ -745,6 +770,65 @@ impl Loader<'_> {
         }
     }
 
+    /// SIGNING_KEY: base64 of a PEM EC P-256 private key.
+    fn signing_key(&mut self) -> Option<crate::assertion::Signer> {
+        let (setting, text) = self.text("signing_key")?;
+        let pem = match secret::decode_base64(&text) {
+            Ok(pem) => pem,
+            Err(found) => {
+                self.invalid(&setting, "base64 of a PEM EC P-256 private key (`openssl ecparam -genkey -name prime256v1 -noout | base64 -w0`)", found);
+                return None;
+            }
+        };
+        match crate::assertion::Signer::from_pem(&pem) {
+            Ok(s) => Some(s),
+            Err(found) => {
+                self.invalid(&setting, "base64 of a PEM EC P-256 private key (`openssl ecparam -genkey -name prime256v1 -noout | base64 -w0`)", found);
+                None
+            }
+        }
+    }
+
+    /// A comma/space separated list (env), or a YAML list or string (file).
+    fn trusted_proxies(&mut self) -> Vec<crate::trust::Cidr> {
+        let Some((setting, raw)) = self.get("trusted_proxies") else {
+            return Vec::new();
+        };
+        let items: Vec<String> = match &raw {
+            Raw::Yaml(serde_yaml_ng::Value::Sequence(seq)) => seq
+                .iter()
+                .map(|v| value::scalar_text(v).unwrap_or_else(|| format!("{v:?}")))
+                .collect(),
+            _ => match raw.text() {
+                Ok(s) => s
+                    .split([',', ' '])
+                    .filter(|p| !p.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                Err(found) => {
+                    self.invalid(
+                        &setting,
+                        "a list of IP addresses or address/prefix blocks",
+                        found,
+                    );
+                    return Vec::new();
+                }
+            },
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match crate::trust::Cidr::parse(&item) {
+                Ok(c) => out.push(c),
+                Err(e) => self.invalid(
+                    &setting,
+                    "IP addresses or address/prefix blocks like 127.0.0.1/32 or 192.168.1.0/24",
+                    e,
+                ),
+            }
+        }
+        out
+    }
+
     fn log_level(&mut self) -> log::LevelFilter {
         let Some((setting, s)) = self.text("log_level") else {
             return log::LevelFilter::Info;
@@ -934,7 +1018,7 @@ impl Config {
     pub fn summary(&self) -> Vec<String> {
         let mut out = vec![
             format!(
-                "listening on {} ({})",
+                "address {} ({})",
                 self.address,
                 if self.insecure_server {
                     "plain HTTP, INSECURE_SERVER"
@@ -942,7 +1026,11 @@ impl Config {
                     "TLS"
                 }
             ),
-            format!("authenticate host {}", self.authenticate.url()),
+            format!(
+                "authenticate host {}; the redirect URI to register at the identity provider is {}/oauth2/callback",
+                self.authenticate.url(),
+                self.authenticate.url()
+            ),
             format!(
                 "identity provider {} at {} (client id {}, scopes {})",
                 match self.idp.kind {

@@ -50,7 +50,8 @@ pub(crate) struct RouteRaw {
 /// A policy document as parsed: the routes, where they came from, and the locator for their lines.
 pub(crate) struct PolicyDoc {
     pub doc: Doc,
-    pub routes: Vec<RouteRaw>,
+    /// Each route still as YAML: they are read one by one so that a mistake in one hides none in the others.
+    pub routes: Vec<Value>,
     pub lines: ItemLines,
 }
 
@@ -78,7 +79,7 @@ pub(crate) fn yaml_error(doc: Doc, e: &serde_yaml_ng::Error, text: &str) -> Conf
 
 /// serde's wording, made for a person: `policy[0]: ` becomes `route 1: `, and an unknown key gets a
 /// "did you mean" instead of the list of every known key.
-fn friendlier(message: &str) -> String {
+pub(crate) fn friendlier(message: &str) -> String {
     let mut out = message
         .trim_start_matches('.')
         .replace(
@@ -207,7 +208,7 @@ const FRAMING_HEADERS: &[&str] = &[
 
 /// Parse a standalone policy document (env POLICY, POLICY_FILE): a YAML list of routes.
 pub(crate) fn parse_list(text: &str, doc: Doc) -> Result<PolicyDoc, ConfigError> {
-    let routes: Option<Vec<RouteRaw>> =
+    let routes: Option<Vec<Value>> =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(doc.clone(), &e, text))?;
     let routes = routes.unwrap_or_default();
     let lines = ItemLines::find(text, None, routes.len());
@@ -628,12 +629,40 @@ pub(crate) struct Compiled {
     pub warnings: Vec<String>,
 }
 
+/// Reads one route's keys; an unknown key is an error naming the route, the key and its line.
+fn read_route(policy: &PolicyDoc, index: usize, value: &Value) -> Result<RouteRaw, ConfigError> {
+    serde_yaml_ng::from_value::<RouteRaw>(value.clone()).map_err(|e| {
+        let message = friendlier(&e.to_string());
+        // serde names the offending key in backticks: `allowed_user`.
+        let key = message.split('`').nth(1).unwrap_or_default();
+        let line = policy.lines.key(index, key);
+        let from = value
+            .get("from")
+            .and_then(scalar_text)
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        ConfigError::Yaml {
+            doc: policy.doc.clone(),
+            line,
+            message: format!("route {}{from}: {message}", index + 1),
+        }
+    })
+}
+
 /// Compile every route of `policy`, pushing problems onto `errors`.
 pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Compiled {
     let mut routes = Vec::new();
     let mut warnings = Vec::new();
-    for (index, raw) in policy.routes.iter().enumerate() {
+    for (index, value) in policy.routes.iter().enumerate() {
         let before = errors.len();
+        let raw = match read_route(policy, index, value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let raw = &raw;
         let from_text = raw.from.as_ref().and_then(scalar_text);
         let mut c = RouteCheck {
             doc: &policy.doc,

@@ -22,7 +22,13 @@ pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     STANDARD
         .decode(s)
         .or_else(|_| URL_SAFE.decode(s))
-        .map_err(|_| format!("{} characters that are not base64", s.len()))
+        .map_err(|_| {
+            if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/-_=".contains(&b)) {
+                format!("{} characters, which is not a whole base64 text (a 32-byte secret is 44 characters, 43 without `=`)", s.len())
+            } else {
+                format!("{} characters that are not base64", s.len())
+            }
+        })
 }
 
 /// Decode a 32-byte key.

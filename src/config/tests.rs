@@ -234,7 +234,9 @@ fn unknown_route_key_with_line_number() {
     let e = errors_of(load_yaml(yaml, &without_policy()));
     assert!(e.contains("postern.yaml line 5"), "{e}");
     assert!(
-        e.contains("route 1: unknown field `allowed_user` (did you mean `allowed_users`?)"),
+        e.contains(
+            "route 1 (https://app.example.com): unknown field `allowed_user` (did you mean `allowed_users`?)"
+        ),
         "{e}"
     );
     let e = errors_of(load_env(&with(
@@ -253,6 +255,42 @@ fn unknown_route_key_with_line_number() {
     let e = errors_of(load_yaml("cookie_nmae: x\n", &guide_env()));
     assert!(
         e.contains("postern.yaml line 1") && e.contains("unknown field `cookie_nmae`"),
+        "{e}"
+    );
+}
+
+/// A mistake in one route hides none in another: every route is read on its own.
+#[test]
+fn problems_in_several_routes_are_all_reported() {
+    let yaml = "policy:\n  - from: https://a.example.com\n    to: http://a - alice@example.com\n  - from: https://b.example.com\n    to: http://b\n    allowed_user: [bob@example.com]\n  - from: https://c.example.com\n    to: http://c\n    allowed_users: [carol]\n";
+    let e = errors_of(load_yaml(yaml, &without_policy()));
+    assert!(
+        e.contains("line 3: route 1 (https://a.example.com): `to`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("line 6: route 2 (https://b.example.com): unknown field `allowed_user`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("route 3 (https://c.example.com)") && e.contains("carol"),
+        "{e}"
+    );
+}
+
+/// A typo in a top-level key hides no other problem of the file.
+#[test]
+fn unknown_top_level_key_hides_nothing() {
+    let yaml = "idp_provder: google\ncookie_expire: 14 hours\n";
+    let e = errors_of(load_yaml(yaml, &without_policy()));
+    assert!(
+        e.contains(
+            "postern.yaml line 1: unknown field `idp_provder` (did you mean `idp_provider`?)"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("cookie_expire in ") && e.contains("line 2"),
         "{e}"
     );
 }
@@ -857,6 +895,8 @@ cookie_secure: "TRUE"
 cookie_http_only: 1
 cookie_expire: 8h
 shared_secret: {shared}
+signing_key: {signing}
+trusted_proxies: [127.0.0.1/32, "::1"]
 headers:
   X-Frame-Options: DENY
 default_upstream_timeout: 1m
@@ -896,6 +936,7 @@ routes:
         key = testdata("a.key"),
         cookie = key_b64(5),
         shared = key_b64(6),
+        signing = b64(&std::fs::read_to_string(testdata("signing-key.pem")).unwrap()),
     );
     let env: HashMap<String, String> = HashMap::new();
     let c = ok(load_yaml(&yaml, &env));
@@ -920,6 +961,8 @@ routes:
     assert_eq!(c.default_upstream_timeout, Duration::from_secs(60));
     assert_eq!(c.log_level, log::LevelFilter::Warn);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(c.signing_key.is_some());
+    assert_eq!(c.trusted_proxies.len(), 2);
     let [admin, app, public] = &c.policy.routes[..] else {
         panic!("three routes")
     };
@@ -1067,7 +1110,7 @@ fn policy_file() {
     )));
     assert!(
         e.contains(&format!(
-            "{p} line 4: route 1: unknown field `allowed_user`"
+            "{p} line 4: route 1 (https://a.example.com): unknown field `allowed_user`"
         )),
         "{e}"
     );

@@ -62,7 +62,8 @@ fn page(
         Format::Json => Reply::json(
             status,
             format!(
-                "{{\"status\":{status},\"error\":{},\"message\":{}}}\n",
+                "{{\"status\":{status},\"{}\":{},\"message\":{}}}\n",
+                if status >= 400 { "error" } else { "result" },
                 json_str(code),
                 json_str(text)
             ),

@@ -1,11 +1,17 @@
 """Fixtures: one stack of real parts for the whole session (IdP, httpbin, postern), and fresh browsers.
 
-Ports are free loopback ports picked at start; `*.postern.test` resolves to 127.0.0.1 in this process only.
-Logs of every process stay in target/e2e-logs/ after the run.
+Ports are free loopback ports picked at start; `*.postern.test` and `*.int.nas.example` resolve to 127.0.0.1 in
+this process only. Logs of every process stay in target/e2e-logs/ after the run.
+
+`guide_site` is the Synology guide's set-up in its two topologies, on the same IdP, httpbin and certificate:
+"dsm" (a real nginx as DSM's reverse proxy terminates TLS; postern runs with INSECURE_SERVER=TRUE behind it) and
+"alone" (postern terminates TLS itself). E2E_BREAK_POLICY=1 removes the allowed user from the guide's policy, to show
+that the browser suite then fails.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +23,7 @@ import harness
 from harness import Postern
 
 harness.resolve_to_loopback(harness.TEST_DOMAIN)
+harness.resolve_to_loopback(harness.NAS_DOMAIN)
 harness.stop_on_sigterm()
 
 ALICE = "alice@example.com"
@@ -32,6 +39,8 @@ def test_policy(port: int) -> str:
         {"from": o("public"), "to": "http://127.0.0.1:{HTTPBIN}", "allow_public_unauthenticated_access": True},
         {"from": o("staff"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_groups": ["staff"]},
         {"from": o("domain"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_domains": ["example.com"]},
+        {"from": o("claims"), "to": "http://127.0.0.1:{HTTPBIN}", "allowed_users": [ALICE],
+         "pass_identity_headers": True},
     ])
 
 
@@ -84,6 +93,8 @@ def idp(log_dir: Path, ports: Ports):
     """The real IdP; its clients accept the callbacks of every postern instance of the run."""
     redirect_uris = [f"https://auth.{harness.TEST_DOMAIN}:{p}/oauth2/callback"
                      for p in (ports.postern, ports.es256, ports.routes, *ports.streams)]
+    # The guide's authenticate host, in both topologies: the browser reaches it on the default port 443.
+    redirect_uris.append(f"https://auth.{harness.NAS_DOMAIN}/oauth2/callback")
     proc = harness.start_idp(ports.idp, redirect_uris, log_dir)
     yield f"http://127.0.0.1:{ports.idp}"
     proc.stop()
@@ -148,3 +159,56 @@ def alice(stack: Stack, certs: harness.Certs) -> requests.Session:
     assert walk.response.status_code == 200, walk.trace()
     yield s
     s.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Synology guide, in its two topologies
+
+BREAK_POLICY = os.environ.get("E2E_BREAK_POLICY") == "1"
+
+
+@pytest.fixture(scope="session")
+def nas_certs(log_dir: Path) -> harness.Certs:
+    """The guide's wildcard certificate for *.int.nas.example, from a throwaway CA of its own."""
+    return harness.make_certs(log_dir / "nas-certs", [f"*.{harness.NAS_DOMAIN}"], ca_name="postern test NAS CA")
+
+
+@dataclass
+class GuideSite:
+    topology: str  # "dsm" or "alone"
+    port: int  # where the browser's https://*.int.nas.example (port 443) really goes: nginx, or postern's TLS
+    postern: harness.Proc
+    nginx: harness.Proc | None
+    certs: harness.Certs
+    idp_url: str
+    policy: str
+
+
+@pytest.fixture(scope="module", params=["dsm", "alone"])
+def guide_site(request, idp, httpbin, nas_certs: harness.Certs, log_dir: Path):
+    topology = request.param
+    if topology == "dsm" and not harness.nginx_bin():
+        pytest.skip("nginx is not installed (Debian package `nginx`; make deps installs it as root)")
+    allowed = [] if BREAK_POLICY else [ALICE]
+    policy = harness.guide_policy(httpbin, allowed)
+    (log_dir / f"guide-{topology}-policy.yaml").write_text(policy)
+    port = harness.free_port()
+    nginx = None
+    if topology == "dsm":
+        upstream = harness.free_port()  # the guide's 32443
+        env = harness.guide_env(address=f"127.0.0.1:{upstream}", idp_url=idp, policy=policy,
+                                extra={"TRUSTED_PROXIES": "127.0.0.1/32"})  # the guide's optional setting
+        proc = harness.start_postern("postern-dsm", env, f"http://127.0.0.1:{upstream}/ping", False, log_dir)
+        try:
+            nginx = harness.start_nginx("nginx-dsm", port, upstream, nas_certs, log_dir)
+        except BaseException:
+            proc.stop()
+            raise
+    else:
+        env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=policy, certs=nas_certs)
+        proc = harness.start_postern("postern-alone", env, f"https://httpbin.{harness.NAS_DOMAIN}:{port}/ping",
+                                     str(nas_certs.ca), log_dir)
+    yield GuideSite(topology, port, proc, nginx, nas_certs, idp, policy)
+    if nginx:
+        nginx.stop()
+    proc.stop()

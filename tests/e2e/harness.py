@@ -123,6 +123,18 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the harness (its parent) dies, even by SIGKILL, so a killed
+    test run or demo leaves no IdP, httpbin or postern behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None,
           log_dir: Path = LOG_DIR) -> Proc:
     """Start a process in its own process group with stdout+stderr to log_dir/name.log."""
@@ -131,7 +143,8 @@ def start(name: str, argv: list[str], env: dict[str, str], cwd: Path | None = No
     out = open(log, "wb")
     try:
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_die_with_parent)
     finally:
         out.close()
     proc = Proc(name, popen, log)
@@ -257,11 +270,11 @@ def make_certs(out_dir: Path, names: list[str], ca_name: str = "postern test CA"
 # ---------------------------------------------------------------------------------------------------------------
 # Name resolution (test process only)
 
-_orig_getaddrinfo = socket.getaddrinfo
-
 
 def resolve_to_loopback(suffix: str = TEST_DOMAIN) -> None:
-    """Make `suffix` and every name under it resolve to 127.0.0.1 in this process; URLs, Host and SNI keep the name."""
+    """Make `suffix` and every name under it resolve to 127.0.0.1 in this process; URLs, Host and SNI keep the name.
+    Calls add up: each wraps the resolver in place, so several suffixes can be mapped."""
+    previous = socket.getaddrinfo
 
     def getaddrinfo(host, *args, **kwargs):
         if isinstance(host, (str, bytes)):
@@ -269,7 +282,7 @@ def resolve_to_loopback(suffix: str = TEST_DOMAIN) -> None:
             h = h.rstrip(".").lower()
             if h == suffix or h.endswith("." + suffix):
                 host = "127.0.0.1"
-        return _orig_getaddrinfo(host, *args, **kwargs)
+        return previous(host, *args, **kwargs)
 
     socket.getaddrinfo = getaddrinfo
 
@@ -339,6 +352,134 @@ def start_postern(name: str, env: dict[str, str], ready_url: str, verify: str | 
         return True
 
     wait_until(proc, ready, f"answer on {ready_url}")
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Synology guide: its names, its policy, its environment, and DSM's reverse proxy (a real nginx)
+
+NAS_DOMAIN = "int.nas.example"
+
+
+def guide_policy(httpbin_url: str, allowed_users: list[str]) -> str:
+    """The guide's policy, fixed: `allowed_users:` (the guide put the e-mails under `to:`), httpbin as the app."""
+    users = "".join(f"    - {u}\n" for u in allowed_users) if allowed_users else "    []\n"
+    return (f"- from: https://httpbin.{NAS_DOMAIN}\n"
+            f"  to: {httpbin_url}\n"
+            f"  allowed_users:\n{users}")
+
+
+def guide_env(*, address: str, idp_url: str, policy: str, certs: Certs | None = None,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The guide's environment variables, and nothing else: INSECURE_SERVER=TRUE behind DSM's nginx when `certs`
+    is None, else postern terminates TLS itself with the wildcard certificate (base64 PEM, as in a container)."""
+    env = base_env() | {
+        "ADDRESS": address,
+        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS_DOMAIN}",
+        "IDP_PROVIDER": "oidc",
+        "IDP_PROVIDER_URL": idp_url,
+        "IDP_CLIENT_ID": "postern",
+        "IDP_CLIENT_SECRET": CLIENT_SECRET,
+        "COOKIE_SECRET": secret32(),
+        "POLICY": b64(policy),
+        "LOG_LEVEL": os.environ.get("E2E_POSTERN_LOG_LEVEL", "debug"),
+    }
+    if certs is None:
+        env["INSECURE_SERVER"] = "TRUE"
+    else:
+        env["CERTIFICATE"] = b64(certs.cert.read_text())
+        env["CERTIFICATE_KEY"] = b64(certs.key.read_text())
+    env.update(extra or {})
+    return env
+
+
+# DSM 7's reverse-proxy rule as DSM writes it into /etc/nginx/sites-enabled/server.ReverseProxy.conf (HTTPS source
+# with HTTP/2 and HSTS, HTTP destination), with loopback ports and files under the test's prefix.
+DSM_SERVER_BLOCK = """
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        server_name *.{domain};
+
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+
+        add_header Strict-Transport-Security "max-age=15768000; includeSubdomains; preload" always;
+
+        location / {{
+            proxy_connect_timeout 60;
+            proxy_read_timeout 60;
+            proxy_send_timeout 60;
+            proxy_intercept_errors off;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_pass http://localhost:{upstream};
+        }}
+
+        error_page 403 404 500 502 503 504 /dsm_error_page;
+        location /dsm_error_page {{
+            internal;
+            root {prefix}/html;
+            rewrite (.*) /error.html break;
+            allow all;
+        }}
+    }}
+"""
+
+NGINX_CONF = """# Written by tests/e2e/harness.py: DSM's reverse proxy on loopback. Run: nginx -p PREFIX -c nginx.conf
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    default_type application/octet-stream;
+    ssl_protocols TLSv1.2 TLSv1.3;
+{server}}}
+"""
+
+DSM_ERROR_HTML = ("<!DOCTYPE html><title>DSM error page</title><h1>Sorry, the page you are looking for is not "
+                  "found.</h1><p>(DSM's own error page: nginx, not postern, answered.)</p>\n")
+
+
+def nginx_bin() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+def start_nginx(name: str, port: int, upstream_port: int, certs: Certs, log_dir: Path = LOG_DIR,
+                domain: str = NAS_DOMAIN) -> Proc:
+    """A real nginx (Debian's) in the foreground with its own prefix under log_dir/name, configured as DSM's reverse
+    proxy: HTTPS with the wildcard certificate on 127.0.0.1:port, forwarding to http://localhost:upstream_port."""
+    binary = nginx_bin()
+    if not binary:
+        raise RuntimeError("nginx is not installed: Debian package `nginx` (make deps installs it as root)")
+    prefix = (log_dir / name).resolve()
+    for d in ("tmp", "html", "logs"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    (prefix / "html" / "error.html").write_text(DSM_ERROR_HTML)
+    server = DSM_SERVER_BLOCK.format(port=port, domain=domain, cert=certs.cert.resolve(), key=certs.key.resolve(),
+                                     upstream=upstream_port, prefix=prefix)
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, server=server))
+    argv = [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
+    check = subprocess.run(argv + ["-t"], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
+    proc = start(name, argv, base_env(), log_dir=log_dir)
+
+    def ready() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    wait_until(proc, ready, f"a listening socket on 127.0.0.1:{port}")
     return proc
 
 

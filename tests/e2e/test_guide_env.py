@@ -16,7 +16,7 @@ import pytest
 import harness
 from conftest import ALICE, Ports
 
-NAS = "int.nas.example"
+NAS = harness.NAS_DOMAIN
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +31,7 @@ def guide(idp, httpbin, ports: Ports, log_dir):
         f"  to: {httpbin}\n"
         f"  allow_public_unauthenticated_access: true\n"
     )
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS}",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(policy),
-        "LOG_LEVEL": "debug",
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=policy)
     proc = harness.start_postern("postern-insecure", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     yield port
     proc.stop()
@@ -124,3 +113,61 @@ def test_pipelined_requests_answered_in_order(guide):
 def test_ping_over_plain_http(guide):
     status, _ = head_of(exchange(guide, request(f"httpbin.{NAS}", "/ping")))
     assert status == 200
+
+
+@pytest.fixture(scope="module")
+def trusted(idp, httpbin, log_dir):
+    """The guide's set-up plus TRUSTED_PROXIES=127.0.0.1: DSM's nginx on the same box is believed about the client."""
+    port = harness.free_port()
+    policy = (
+        f"- from: https://app.{NAS}\n  to: {httpbin}\n  allowed_users: [{ALICE}]\n"
+        f"- from: https://public.{NAS}\n  to: {httpbin}\n  allow_public_unauthenticated_access: true\n"
+    )
+    env = harness.base_env() | {
+        "ADDRESS": f"127.0.0.1:{port}",
+        "INSECURE_SERVER": "TRUE",
+        "TRUSTED_PROXIES": "127.0.0.1/32, ::1",
+        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS}",
+        "IDP_PROVIDER": "oidc",
+        "IDP_PROVIDER_URL": idp,
+        "IDP_CLIENT_ID": "postern",
+        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
+        "COOKIE_SECRET": harness.secret32(),
+        "POLICY": harness.b64(policy),
+    }
+    proc = harness.start_postern("postern-trusted", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
+    yield port
+    proc.stop()
+
+
+def _headers_seen(port: int, extra: str) -> dict:
+    import json
+
+    raw = exchange(port, (f"GET /headers?show_env=1 HTTP/1.0\r\nHost: public.{NAS}\r\n{extra}\r\n").encode())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return json.loads(body)["headers"]
+
+
+def test_b01_login_redirect_is_https_behind_a_tls_front_proxy(trusted):
+    raw = exchange(trusted, (f"GET /some/page?x=1 HTTP/1.1\r\nHost: app.{NAS}\r\nX-Forwarded-Proto: https\r\n"
+                             f"X-Forwarded-For: 203.0.113.7\r\nAccept: text/html\r\nConnection: close\r\n\r\n").encode())
+    head = raw.partition(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 302"), head
+    location = next(l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("location:"))
+    assert location.startswith(f"https://auth.{NAS}/.pomerium/sign_in?"), location
+    back = parse_qs(urlsplit(location).query)["pomerium_redirect_uri"][0]
+    assert back == f"https://app.{NAS}/some/page?x=1", back
+    assert "http://" not in unquote(location), location
+    for line in head.split("\r\n"):
+        if line.lower().startswith("set-cookie:"):
+            assert "secure" in line.lower(), line
+
+
+def test_forwarded_for_chain_kept_only_from_trusted_proxies(trusted, guide):
+    # From a trusted proxy: what nginx said about the client reaches the app, then the proxy itself.
+    seen = _headers_seen(trusted, "X-Forwarded-For: 203.0.113.7\r\n")
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1", seen
+    # Without TRUSTED_PROXIES the same claim is dropped: the peer is the client.
+    seen = _headers_seen(guide, "X-Forwarded-For: 203.0.113.7\r\n")
+    assert seen["X-Forwarded-For"] == "127.0.0.1", seen

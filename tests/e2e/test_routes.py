@@ -35,6 +35,9 @@ def routes(idp, httpbin, ports: Ports, certs: harness.Certs, log_dir):
         {"from": o("paths"), "to": up, "prefix": "/anything/open", "allow_public_unauthenticated_access": True},
         {"from": o("paths"), "to": up, "allowed_users": [ALICE]},
         {"from": o("public"), "to": up, "allow_public_unauthenticated_access": True},
+        # B15: /anything/admin is root's; everything else on the host is alice's.
+        {"from": o("b15"), "to": up, "prefix": "/anything/admin", "allowed_users": ["root@example.com"]},
+        {"from": o("b15"), "to": up, "allowed_users": [ALICE]},
     ])
     (log_dir / "postern-routes-policy.yaml").write_text(policy)
     env = harness.postern_env(port=port, certs=certs, idp_port=ports.idp, policy=policy)
@@ -129,3 +132,69 @@ def test_keep_alive_many_requests(routes, certs):
         for i in range(50):
             r = s.get(routes.url("public", f"/get?i={i}"), timeout=harness.HTTP_TIMEOUT)
             assert r.status_code == 200 and r.json()["args"] == {"i": str(i)}
+
+
+@pytest.fixture(scope="module")
+def alice_b15(routes, certs):
+    """alice signed in on the b15 host; the Cookie header her browser would send there."""
+    s = new_browser(certs)
+    walk = harness.login(s, routes.url("b15", "/anything/start"), ALICE)
+    assert walk.response.status_code == 200, walk.trace()
+    cookie = "; ".join(f"{c.name}={c.value}" for c in s.cookies if c.domain.startswith("b15."))
+    assert cookie, "no cookie for the b15 host"
+    s.close()
+    return cookie
+
+
+def raw_get(routes, certs, path: str, cookie: str) -> tuple[int, bytes]:
+    """Sends `path` byte for byte (no client-side normalisation, like curl --path-as-is)."""
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    host = f"b15.{D}"
+    with socket.create_connection(("127.0.0.1", routes.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{routes.port}\r\nCookie: {cookie}\r\n"
+                        f"Accept: application/json\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+# B15: no path whose effective form lies under /anything/admin reaches httpbin for alice.
+@pytest.mark.parametrize("path,want", [
+    ("/anything/public/../admin/users", 403),
+    ("/anything/public/%2e%2e/admin/users", 403),
+    ("/anything/public/%2E%2E/admin/users", 403),
+    ("/anything/public%2F..%2Fadmin/users", 400),
+    ("/anything/admin%2Fusers", 400),
+    ("//anything/admin/users", 403),
+    ("/./anything/admin/users", 403),
+    ("/anything/admin;x=1/users", 403),
+    ("/anything/public/..%5Cadmin/users", 400),
+    ("/anything/%61dmin/users", 403),
+    ("/anything/admin", 403),
+])
+def test_b15_paths_under_admin_never_reach_the_app(routes, certs, alice_b15, path, want):
+    status, body = raw_get(routes, certs, path, alice_b15)
+    assert status == want, f"{path}: {status} {body[:300]!r}"
+    assert b'"url"' not in body, f"{path} reached httpbin: {body[:300]!r}"
+
+
+# The segment boundary, and `//` passed as sent: httpbin sees exactly what was decided on.
+@pytest.mark.parametrize("path,seen", [
+    ("/anything/administrator", "/anything/administrator"),
+    ("/anything/admin-old", "/anything/admin-old"),
+    ("/anything/foo//bar", "/anything/foo//bar"),
+    ("/anything/x/../y", "/anything/y"),
+    ("/anything/ADMIN/users", "/anything/ADMIN/users"),
+])
+def test_b15_paths_outside_admin_pass_as_decided(routes, certs, alice_b15, path, seen):
+    import json
+
+    status, body = raw_get(routes, certs, path, alice_b15)
+    assert status == 200, f"{path}: {status} {body[:300]!r}"
+    assert json.loads(body)["url"].endswith(seen), body[:300]

@@ -1,0 +1,86 @@
+"""B11: what the app may believe about the user comes only from postern.
+
+On a route with pass_identity_headers the app gets exactly one X-Pomerium-Claim-Email and one
+X-Pomerium-Jwt-Assertion, signed by postern's key (published at /.well-known/pomerium/jwks.json); on a route without
+it, none of the identity headers a client tried to send. Matching is case-insensitive; duplicates are removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+import harness
+from conftest import ALICE
+
+FORGED = {
+    "X-Pomerium-Jwt-Assertion": "eyJhbGciOiJub25lIn0.eyJlbWFpbCI6ImFkbWluQGV4YW1wbGUuY29tIn0.",
+    "X-Pomerium-Claim-Email": "admin@example.com",
+    "x-pomerium-claim-groups": "admins",
+    "X-Forwarded-Email": "admin@example.com",
+    "X-Forwarded-User": "admin",
+    "X-Email": "admin@example.com",
+}
+
+
+def b64d(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+@pytest.fixture(scope="module")
+def signed_in(stack, certs):
+    from conftest import new_browser
+
+    s = new_browser(certs)
+    walk = harness.login(s, stack.postern.url("claims", "/get"), ALICE)
+    assert walk.response.status_code == 200, walk.trace()
+    # The authenticate host knows alice now: the second host is handed the session without the IdP.
+    r = s.get(stack.postern.url("httpbin", "/get"), timeout=harness.HTTP_TIMEOUT)
+    assert r.status_code == 200 and len(r.history) == 3, [h.url for h in r.history]
+    yield s
+    s.close()
+
+
+def seen_by_app(stack, s, host: str) -> dict:
+    r = s.get(stack.postern.url(host, "/headers"), headers=FORGED, allow_redirects=False,
+              timeout=harness.HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text[:300]
+    return {k.lower(): v for k, v in r.json()["headers"].items()}
+
+
+def verify_es256(jwt: str, jwks: dict) -> dict:
+    head, claims, sig = jwt.split(".")
+    header = json.loads(b64d(head))
+    key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    public = ec.EllipticCurvePublicNumbers(int.from_bytes(b64d(key["x"]), "big"), int.from_bytes(b64d(key["y"]), "big"),
+                                           ec.SECP256R1()).public_key()
+    raw = b64d(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    public.verify(der, f"{head}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))  # raises if forged
+    return json.loads(b64d(claims))
+
+
+def test_b11_identity_route_gets_postern_signed_identity_only(stack, signed_in):
+    h = seen_by_app(stack, signed_in, "claims")
+    # httpbin joins repeated headers with commas: one value means one header.
+    assert h["x-pomerium-claim-email"] == ALICE, h
+    assert "," not in h["x-pomerium-jwt-assertion"], h
+    for forged in ("x-forwarded-email", "x-forwarded-user", "x-email"):
+        assert forged not in h, h
+    jwks = signed_in.get(stack.postern.url("claims", "/.well-known/pomerium/jwks.json"),
+                         timeout=harness.HTTP_TIMEOUT).json()
+    claims = verify_es256(h["x-pomerium-jwt-assertion"], jwks)
+    assert claims["email"] == ALICE, claims
+    assert claims["aud"].startswith("claims."), claims
+
+
+def test_b11_quiet_route_gets_no_identity_headers(stack, signed_in):
+    h = seen_by_app(stack, signed_in, "httpbin")
+    for name in ("x-pomerium-jwt-assertion", "x-pomerium-claim-email", "x-pomerium-claim-groups",
+                 "x-forwarded-email", "x-forwarded-user", "x-email"):
+        assert name not in h, (name, h)
