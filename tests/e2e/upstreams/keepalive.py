@@ -2,8 +2,8 @@
 (5 s) and many NAS apps do (B26). With HINT > 0 it announces `Keep-Alive: timeout=HINT`.
 
 Any other `GET` (e.g. `/app/ping`; postern answers `/ping` itself) answers `pong CONN REQ` (connection number,
-request number on it). `POST /hangup` reads the body and, on a reused connection, closes without answering (what a
-stale connection looks like after the body was sent).
+request number on it). `/hangup` (any method) reads the body and, on a reused connection, closes without
+answering (what a stale connection looks like, after the body was sent).
 `GET /stats` answers JSON counts of requests by method and path.
 Usage: keepalive.py PORT IDLE [HINT]."""
 
