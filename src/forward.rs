@@ -33,6 +33,9 @@ use crate::tunnel;
 
 /// Size of the buffer a body streams through (plus room for chunk framing).
 const COPY_BUF: usize = 16 * 1024;
+/// Pieces a body pump moves before it yields: with both sides always ready, one transfer must not keep the (single)
+/// executor thread from every other connection.
+const PIECES_PER_YIELD: u32 = 64;
 
 /// What to send upstream, decided by handle.rs.
 #[derive(Debug)]
@@ -717,7 +720,13 @@ where
     let room = buf.len().saturating_sub(CHUNK_PREFIX + CHUNK_SUFFIX);
     let mut total = 0u64;
     let mut last: Vec<u8>;
+    let mut pieces = 0u32;
     loop {
+        pieces += 1;
+        if pieces == PIECES_PER_YIELD {
+            pieces = 0;
+            smol::future::yield_now().await;
+        }
         let data = buf
             .get_mut(CHUNK_PREFIX..CHUNK_PREFIX + room)
             .unwrap_or(&mut []);
@@ -1000,6 +1009,36 @@ mod tests {
             ]),
             "0\r\nx-checksum: abc\r\nserver-timing: db;dur=53\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_body_whose_sides_are_always_ready_still_lets_other_tasks_run() {
+        use crate::tunnel::tests::Eager;
+        let ex = smol::LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            let size = 64u64 << 20;
+            let mut from = Conn::new(Eager {
+                left: size as usize,
+            });
+            let mut to = Conn::new(Eager { left: 0 });
+            let mut reader = BodyReader::new(BodyKind::Length(size));
+            let mut buf = vec![0u8; COPY_BUF + CHUNK_PREFIX + CHUNK_SUFFIX];
+            let done = Rc::new(std::cell::Cell::new(false));
+            let ticks = Rc::new(std::cell::Cell::new(0u32));
+            let (d, t) = (done.clone(), ticks.clone());
+            let other = ex.spawn(async move {
+                while !d.get() {
+                    t.set(t.get() + 1);
+                    smol::future::yield_now().await;
+                }
+            });
+            let moved = pump(&mut reader, &mut from, &mut to, false, &mut buf, None).await;
+            done.set(true);
+            other.await;
+            assert_eq!(moved.unwrap(), size);
+            // 4096 pieces, a yield every 64: the other task ran about 64 times meanwhile.
+            assert!(ticks.get() > 32, "the other task ran {} times", ticks.get());
+        }));
     }
 
     #[test]

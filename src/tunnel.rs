@@ -18,6 +18,9 @@ use smol::Timer;
 
 /// Bytes held per direction: one TLS record fits.
 pub const TUNNEL_BUF: usize = 16 * 1024;
+/// Reads one direction may do in one poll before the task yields: with both sides always ready, a busy tunnel must
+/// not keep the (single) executor thread from every other connection.
+const READS_PER_POLL: u32 = 32;
 
 /// Why a tunnel ended.
 #[derive(Debug)]
@@ -68,6 +71,8 @@ struct Pipe {
 struct Step {
     progress: bool,
     done: bool,
+    /// Stopped while it could go on, to let other tasks run: poll again soon.
+    yielded: bool,
 }
 
 impl Pipe {
@@ -91,12 +96,15 @@ impl Pipe {
         W: AsyncWrite + Unpin,
     {
         let mut progress = false;
+        let mut reads = 0;
+        let step = |progress, done| Step {
+            progress,
+            done,
+            yielded: false,
+        };
         loop {
             if self.closed {
-                return Ok(Step {
-                    progress,
-                    done: true,
-                });
+                return Ok(step(progress, true));
             }
             // Write out what is held.
             while self.start < self.end {
@@ -110,24 +118,14 @@ impl Pipe {
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Err(e),
-                    Poll::Pending => {
-                        return Ok(Step {
-                            progress,
-                            done: false,
-                        })
-                    }
+                    Poll::Pending => return Ok(step(progress, false)),
                 }
             }
             if !self.flushed {
                 match Pin::new(&mut *to).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.flushed = true,
                     Poll::Ready(Err(e)) => return Err(e),
-                    Poll::Pending => {
-                        return Ok(Step {
-                            progress,
-                            done: false,
-                        })
-                    }
+                    Poll::Pending => return Ok(step(progress, false)),
                 }
             }
             if self.eof {
@@ -137,14 +135,17 @@ impl Pipe {
                         self.closed = true;
                         continue;
                     }
-                    Poll::Pending => {
-                        return Ok(Step {
-                            progress,
-                            done: false,
-                        })
-                    }
+                    Poll::Pending => return Ok(step(progress, false)),
                 }
             }
+            if reads == READS_PER_POLL {
+                return Ok(Step {
+                    progress,
+                    done: false,
+                    yielded: true,
+                });
+            }
+            reads += 1;
             match Pin::new(&mut *from).poll_read(cx, &mut self.buf) {
                 Poll::Ready(Ok(0)) => {
                     self.eof = true;
@@ -156,12 +157,7 @@ impl Pipe {
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {
-                    return Ok(Step {
-                        progress,
-                        done: false,
-                    })
-                }
+                Poll::Pending => return Ok(step(progress, false)),
             }
         }
     }
@@ -208,6 +204,9 @@ where
                 return Poll::Ready(TunnelEnd::Idle(limit));
             }
         }
+        if a.yielded || b.yielded {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     })
     .await;
@@ -219,7 +218,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     use smol::net::{TcpListener, TcpStream};
@@ -263,6 +262,63 @@ mod tests {
             assert!(matches!(report.end, TunnelEnd::Closed), "{}", report.end);
             assert_eq!((report.up, report.down), (5, 9));
         });
+    }
+
+    /// A peer that always has `left` more bytes ready to read and accepts every write at once.
+    pub(crate) struct Eager {
+        pub(crate) left: usize,
+    }
+
+    impl AsyncRead for Eager {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Eager {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_tunnel_whose_sides_are_always_ready_still_lets_other_tasks_run() {
+        let ex = smol::LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            let (mut client, mut upstream) = (Eager { left: 64 << 20 }, Eager { left: 0 });
+            let done = std::rc::Rc::new(std::cell::Cell::new(false));
+            let ticks = std::rc::Rc::new(std::cell::Cell::new(0u32));
+            let (d, t) = (done.clone(), ticks.clone());
+            let other = ex.spawn(async move {
+                while !d.get() {
+                    t.set(t.get() + 1);
+                    smol::future::yield_now().await;
+                }
+            });
+            let report = relay(&mut client, &mut upstream, None, None).await;
+            done.set(true);
+            other.await;
+            assert!(matches!(report.end, TunnelEnd::Closed), "{}", report.end);
+            assert_eq!(report.up, 64 << 20);
+            // 4096 reads of 16 KiB, a yield every 32: the other task ran about 128 times meanwhile.
+            assert!(ticks.get() > 64, "the other task ran {} times", ticks.get());
+        }));
     }
 
     #[test]
