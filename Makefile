@@ -6,6 +6,11 @@
 #   make bench-stream  postern's peak RSS (VmHWM) while 2 GiB go down and 2 GiB up (bench/stream-rss.sh; not a test)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
 #                E2E_BROWSER=0 skips installing Chromium and nginx (the browser tests then skip themselves)
+#   make static    static, stripped musl binaries: target/static/postern-x86_64, postern-aarch64 (docs/install.md)
+#   make static-armv7  also postern-armv7 (older DiskStations; ~6 min: std built from source, zig links)
+#   make test-arm  the aarch64 binary under qemu-aarch64-static: smoke test with the real IdP and httpbin
+#   make test-armv7  the same for the armv7 binary under qemu-arm-static
+#   make image     FROM-scratch images (amd64, arm64) as docker-archive tars in target/image/, without a Docker engine
 
 SHELL       := /bin/bash
 CARGO       ?= cargo
@@ -22,6 +27,7 @@ VENV_STAMP  := $(VENV)/.installed
 export POSTERN_BIN
 
 .PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e bench-stream
+.PHONY: static static-armv7 test-arm test-armv7 image
 
 all: build
 
@@ -74,3 +80,18 @@ unit:
 
 clean-e2e:
 	rm -rf $(VENV) $(IDP_DIR)/node_modules $(BROWSER_DIR)/node_modules target/e2e-logs target/demo
+
+static:
+	@scripts/static.sh
+
+static-armv7:
+	@STATIC_TARGETS="x86_64 aarch64 armv7" scripts/static.sh
+
+test-arm: deps
+	@scripts/test-arm.sh
+
+test-armv7: deps
+	@ARM_ARCH=armv7 scripts/test-arm.sh
+
+image: static
+	@scripts/image.sh

@@ -151,7 +151,9 @@ pub async fn send(
     send_within(tls, TIMEOUT, method, url, headers, body, None).await
 }
 
-async fn send_within(
+/// [`send`] with another time limit and, with `via`, another address to connect to than the URL's host (tests:
+/// a TLS name on a loopback listener). `postern healthcheck` uses a shorter limit than the IdP calls.
+pub async fn send_within(
     tls: &Arc<ClientConfig>,
     timeout: Duration,
     method: &str,

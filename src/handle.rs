@@ -2,7 +2,8 @@
 //!
 //! 1. postern's own paths on any host: `/ping`, `/healthz`, `/robots.txt`.
 //! 2. The authenticate host: sign-in, the IdP callback, sign-out, its user page.
-//! 3. A route host: `/.pomerium/*` (handoff callback, sign-out, user page), then the route for the path; none → 404.
+//! 3. A route host: `/.pomerium/*` (handoff callback, sign-out: GET asks, POST signs out; user page), then the route
+//!    for the path; none → 404.
 //! 4. Public route → forward. Otherwise the session cookie: none → sign-in redirect (401 for scripts and non-GET);
 //!    a session → the route's verdict → 403 page, or forward with the head rewritten.
 //!
@@ -212,14 +213,14 @@ impl App {
             return r;
         }
         let original = format!("{}{}", origin.url(), target.path_and_query);
-        self.authn.sign_in_redirect(&origin.url(), &original)
+        self.authn.sign_in_redirect(req, &origin.url(), &original)
     }
 
     /// `/.pomerium/…` on a route host.
     fn own_path(&self, req: &Request, origin: &Origin, rest: &str) -> Decision {
         match rest {
             "/callback" => reply(self.authn.handoff(req, &origin.authority(), &origin.url())),
-            "/sign_out" => reply(self.authn.sign_out(req, &origin.url())),
+            "/sign_out" => reply(self.authn.sign_out(req, &origin.authority(), &origin.url())),
             "" | "/" => match self.authn.session(req, &origin.authority()) {
                 Some(s) => self.user_page(req, &s, &origin.authority()),
                 None => {
@@ -250,7 +251,7 @@ impl App {
             }
             "/.pomerium" | "/.pomerium/" => match self.authn.session(req, &auth.authority()) {
                 Some(s) => self.user_page(req, &s, &auth.authority()),
-                None => reply(pages::signed_out(Some(req))),
+                None => reply(pages::signed_out(Some(req), "/.pomerium/sign_in")),
             },
             _ => reply(pages::no_route_for_path(
                 Some(req),

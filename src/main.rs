@@ -13,6 +13,7 @@ mod clock;
 mod config;
 mod forward;
 mod handle;
+mod healthcheck;
 mod http;
 mod logger;
 mod pages;
@@ -57,12 +58,23 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     GenSecret(GenSecret),
+    Healthcheck(Healthcheck),
 }
 
 /// print a new random secret for COOKIE_SECRET or SHARED_SECRET (base64 of 32 bytes)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "gen-secret")]
 struct GenSecret {}
+
+/// request /ping on the configured ADDRESS (loopback when it is 0.0.0.0 or [::]); exit 0 when it answers 200
+/// within 3 seconds, else print why and exit 1 (for Docker's HEALTHCHECK and scripts)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "healthcheck")]
+struct Healthcheck {
+    /// YAML configuration file (as `postern --config FILE healthcheck`)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
 
 /// Pomerium took `-config FILE`; argh wants `--config`. Accept both spellings.
 fn args() -> Vec<String> {
@@ -113,6 +125,41 @@ fn gen_secret() -> ExitCode {
     }
 }
 
+/// `postern healthcheck`: one line on stdout (healthy) or stderr (why not), exit 0 or 1.
+fn healthcheck(config: Option<&std::path::Path>) -> ExitCode {
+    let cfg = match config::load(config, &env) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!(
+                "postern healthcheck: configuration has {} problem(s), so the address is unknown; \
+                 `postern --check` lists them",
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match healthcheck::ping_url(cfg.address, cfg.tls.is_some()) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!(
+                "postern healthcheck: no URL for ADDRESS {}: {e}",
+                cfg.address
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match healthcheck::probe(&url, healthcheck::TIMEOUT) {
+        Ok(()) => {
+            println!("postern healthcheck: healthy ({url} answered 200)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -123,8 +170,12 @@ fn main() -> ExitCode {
         println!("postern {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::GenSecret(_)) = cli.command {
-        return gen_secret();
+    match &cli.command {
+        Some(Command::GenSecret(_)) => return gen_secret(),
+        Some(Command::Healthcheck(h)) => {
+            return healthcheck(h.config.as_deref().or(cli.config.as_deref()))
+        }
+        None => {}
     }
 
     let loaded = config::load(cli.config.as_deref(), &env);

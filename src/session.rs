@@ -1,8 +1,9 @@
 //! The session and its sealed cookie: what postern remembers about a signed-in user on one host, how it is written
 //! into `Set-Cookie`, read back from `Cookie`, and kept out of requests sent upstream.
 //!
-//! A session carries only what authorization and the user page need (email, whether it is verified, name, the
-//! groups the policy mentions, issued/expiry), so the cookie stays far below the 4 KB browsers keep.
+//! A session carries only what authorization, sign-out and the user page need (a random id shared by every host's
+//! session of one sign-in, email, whether it is verified, name, the groups the policy mentions, issued/expiry), so
+//! the cookie stays far below the 4 KB browsers keep.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,10 @@ pub const MAX_COOKIE_VALUE: usize = 3500;
 /// A signed-in user, as stored in the session cookie. Short serde names keep the cookie small.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// A random id shared by the authenticate host's session and every route-host session minted from it, so
+    /// signing out anywhere revokes them all (see `authn::spent`).
+    #[serde(rename = "d")]
+    pub id: String,
     #[serde(rename = "e")]
     pub email: String,
     #[serde(rename = "v")]
@@ -62,6 +67,23 @@ impl CookieSettings {
     /// The "just signed out" marker on the authenticate host: the next sign-in asks the IdP to show its login.
     pub fn signed_out_name(&self) -> String {
         format!("{}_signedout", self.name)
+    }
+
+    /// The prefix of the route host's sign-in binding cookies (`<cookie>_bind_<short id>`): one per sign-in in
+    /// flight, so two tabs signing in at once do not overwrite each other's.
+    pub fn binding_prefix(&self) -> String {
+        format!("{}_bind_", self.name)
+    }
+
+    /// A `Set-Cookie` value for a sign-in binding cookie: always HttpOnly and host-only (never COOKIE_DOMAIN), so no
+    /// script and no other host can read or plant it; Secure per COOKIE_SECURE.
+    pub fn binding_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        CookieSettings {
+            domain: None,
+            http_only: true,
+            ..self.clone()
+        }
+        .set_cookie(name, value, max_age)
     }
 
     /// A `Set-Cookie` value for one of postern's cookies. `max_age` 0 deletes it.
@@ -127,6 +149,17 @@ pub fn cookie_values<'a>(
         .flat_map(cookie_pairs)
         .filter(move |(n, _)| *n == name)
         .map(|(_, v)| v)
+}
+
+/// Every `(name, value)` of cookies whose name starts with `prefix`, across all `Cookie` headers, in order.
+pub fn cookies_with_prefix<'a>(
+    headers: &'a Headers,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    headers
+        .get_all("cookie")
+        .flat_map(cookie_pairs)
+        .filter(move |(n, _)| n.starts_with(prefix))
 }
 
 /// The most session JSON that still seals into [`MAX_COOKIE_VALUE`] characters (base64 of header, nonce, tag and
@@ -266,6 +299,7 @@ mod tests {
 
     fn alice() -> Session {
         Session {
+            id: "sid-1".into(),
             email: "alice@example.com".into(),
             email_verified: true,
             name: Some("Alice".into()),

@@ -4,13 +4,24 @@
 //!
 //! The flow:
 //! ```text
-//! route host, no session ─302─> AUTH/.pomerium/sign_in?pomerium_redirect_uri=URL&pomerium_issued=T&pomerium_sig=MAC
-//! AUTH has a session?  ─302─> https://<route host>/.pomerium/callback?pomerium_handoff=<sealed, 5 min, host-bound>
-//!            otherwise ─302─> IdP (sealed state: binding, nonce, PKCE verifier, URL) + `<cookie>_csrf` binding cookie
+//! route host, no session ─302─> AUTH/.pomerium/sign_in?pomerium_redirect_uri=URL&pomerium_issued=T
+//!            &pomerium_bind=H&pomerium_sig=MAC, setting `<cookie>_bind_<id>=V` (10 min) where H = hash(V)
+//! AUTH has a session?  ─302─> https://<route host>/.pomerium/callback?pomerium_handoff=<sealed, 5 min, host-bound,
+//!                             carrying H and a single-use id>
+//!            otherwise ─302─> IdP (sealed state: binding, nonce, PKCE verifier, URL, H) + `<cookie>_csrf` cookie
 //! IdP ─302─> AUTH/oauth2/callback: state opens and matches the binding cookie, code exchanged, id_token verified,
 //!            AUTH's own session cookie set ─302─> route host's /.pomerium/callback as above
-//! route host /.pomerium/callback: hand-off opens for exactly this host, its own cookie set ─302─> URL
+//! route host /.pomerium/callback: hand-off opens for exactly this host, one of the browser's `_bind_` cookies
+//!            hashes to H, its id was never used, its session is not signed out; own cookie set ─302─> URL
 //! ```
+//! So a captured hand-off URL works once, and only in the browser that started that sign-in (no login CSRF).
+//!
+//! Sign-out is a POST from the host's own page (`Origin` checked; a GET only shows a confirmation form). It records
+//! the session's id as revoked (the authenticate host's session and every route-host session minted from it share
+//! that id), clears the cookie, and 303s to AUTH's sign-out with a MACed link naming a hash of the id; AUTH signs its
+//! own session out when the hash matches, else asks again, then shows a "signed out" page. Revocations and used
+//! hand-offs are remembered in this process only (see `spent`): a restart forgets them, while COOKIE_EXPIRE still
+//! bounds every session.
 //! Session cookies are sealed under COOKIE_SECRET; hand-offs and the MACs on sign-in/sign-out links use
 //! SHARED_SECRET. Every redirect target is checked by the caller's `is_allowed_target` (a policy host with its
 //! `from` scheme, or the authenticate host) after being parsed the way a browser parses it, and the Location
@@ -19,13 +30,15 @@
 pub mod idtoken;
 pub mod oidc;
 pub mod pages;
+mod spent;
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::hmac;
+use ring::{digest, hmac};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -34,13 +47,19 @@ use crate::reply::Reply;
 use crate::seal::{self, Purpose, Sealer, LEEWAY_SECS};
 use crate::session::{self, CookieSettings, Session};
 use oidc::{IdpKind, IdpSettings, OidcError, Provider, Transport};
+use spent::ExpiringSet;
 
 /// How long a hand-off token lives (the browser follows it at once).
 pub const HANDOFF_SECS: u64 = 300;
 /// How long a MACed sign-in or sign-out link stays valid.
 pub const LINK_SECS: u64 = 300;
-/// How long the IdP round trip may take (state token and binding cookie).
+/// How long the IdP round trip may take (state token and binding cookies).
 pub const STATE_SECS: u64 = 600;
+/// At most this many route-host binding cookies (sign-ins in flight) per browser; beyond it one is reused.
+const MAX_BINDINGS: usize = 4;
+/// Bounds of the in-memory sets (16-byte digest + expiry each: well under 1 MB apiece).
+const MAX_SPENT_HANDOFFS: usize = 10_000;
+const MAX_REVOKED_SESSIONS: usize = 10_000;
 
 /// The path on route hosts that accepts a hand-off.
 pub const CALLBACK_PATH: &str = "/.pomerium/callback";
@@ -131,6 +150,10 @@ pub struct Authn {
     auth_authority: String,
     policy_groups: HashSet<String>,
     provider: Provider,
+    /// Ids of hand-offs already accepted, until they expire.
+    spent_handoffs: RefCell<ExpiringSet>,
+    /// Ids of signed-out sessions, until the session would have expired.
+    revoked: RefCell<ExpiringSet>,
 }
 
 impl fmt::Debug for Authn {
@@ -189,6 +212,12 @@ struct Handoff {
     session: Session,
     #[serde(rename = "r")]
     target: String,
+    /// Random: the hand-off is accepted once.
+    #[serde(rename = "j")]
+    id: String,
+    /// `binding_hash` of the route-host binding cookie of the browser that started the sign-in.
+    #[serde(rename = "b")]
+    binding: String,
 }
 
 /// What travels inside the IdP `state`.
@@ -203,6 +232,59 @@ struct State {
     verifier: String,
     #[serde(rename = "r")]
     target: String,
+    /// The route host's binding hash from the sign-in link, passed on into the hand-off.
+    #[serde(rename = "h", default)]
+    handoff_binding: String,
+}
+
+/// A short, one-way digest of a binding cookie value or a session id, for links and hand-offs (base64url, 22 chars).
+fn binding_hash(value: &str) -> String {
+    let d = digest::digest(&digest::SHA256, value.as_bytes());
+    URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
+}
+
+fn is_token(v: &str, len: usize) -> bool {
+    v.len() == len
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The query parameter a signed link carries besides its URL: the binding hash (sign-in) or the session-id hash
+/// (sign-out). Covered by the MAC.
+fn link_extra_param(purpose: Purpose) -> &'static str {
+    match purpose {
+        Purpose::SignOut => "pomerium_sid",
+        _ => "pomerium_bind",
+    }
+}
+
+/// Did this POST come from a page of `origin` itself? `Origin` decides when present; else `Sec-Fetch-Site`; else
+/// `Referer`. Browsers send `Origin` with every form POST, so the fallbacks serve only older ones.
+fn same_origin(req: &Request, origin: &str) -> Result<(), &'static str> {
+    let h = &req.head.headers;
+    if let Some(o) = h.get("origin") {
+        return if o.trim().eq_ignore_ascii_case(origin) {
+            Ok(())
+        } else {
+            Err("its Origin header names another site")
+        };
+    }
+    if let Some(site) = h.get("sec-fetch-site") {
+        return if site.trim().eq_ignore_ascii_case("same-origin") {
+            Ok(())
+        } else {
+            Err("Sec-Fetch-Site says it came from another site")
+        };
+    }
+    match h.get("referer") {
+        Some(r) => match Url::parse(r.trim()).ok().and_then(|u| origin_string(&u)) {
+            Some(o) if o == origin => Ok(()),
+            _ => Err("its Referer is another site"),
+        },
+        None => {
+            Err("it has no Origin, Sec-Fetch-Site or Referer header showing it came from this host")
+        }
+    }
 }
 
 impl Authn {
@@ -232,6 +314,11 @@ impl Authn {
             policy_groups: settings.policy_groups,
             provider: Provider::new(settings.idp, redirect, settings.transport),
             cookie: settings.cookie,
+            spent_handoffs: RefCell::new(ExpiringSet::new("used hand-offs", MAX_SPENT_HANDOFFS)),
+            revoked: RefCell::new(ExpiringSet::new(
+                "signed-out sessions",
+                MAX_REVOKED_SESSIONS,
+            )),
         })
     }
 
@@ -241,8 +328,15 @@ impl Authn {
     }
 
     /// The session of the request on `host` (the route's authority: `app.example.com`, or `app.example.com:8443`
-    /// when the port is not the default). `None` when absent, tampered, expired, truncated or made for another host.
+    /// when the port is not the default). `None` when absent, tampered, expired, truncated, made for another host,
+    /// or signed out.
     pub fn session(&self, req: &Request, host: &str) -> Option<Session> {
+        self.session_even_revoked(req, host)
+            .filter(|s| !self.is_revoked(s))
+    }
+
+    /// The session cookie as sealed, whether or not it was signed out since.
+    fn session_even_revoked(&self, req: &Request, host: &str) -> Option<Session> {
         session::session_from_headers(
             &self.cookie_sealer,
             self.session_audience(host),
@@ -252,51 +346,74 @@ impl Authn {
         )
     }
 
-    fn link_mac(&self, purpose: Purpose, url: &str, issued: u64) -> hmac::Tag {
+    fn is_revoked(&self, s: &Session) -> bool {
+        self.revoked
+            .borrow()
+            .contains(&s.id, crate::clock::now_secs())
+    }
+
+    /// Records the session's id as signed out until it would have expired anyway.
+    fn revoke(&self, s: &Session) {
+        let now = crate::clock::now_secs();
+        self.revoked
+            .borrow_mut()
+            .insert(&s.id, s.expires.saturating_add(LEEWAY_SECS), now);
+    }
+
+    fn link_mac(&self, purpose: Purpose, url: &str, issued: u64, extra: &str) -> hmac::Tag {
+        // `extra` is base64url (never NUL), so the fields cannot run into each other.
         let msg = format!(
-            "{}\0{}\0{issued}\0{url}",
+            "{}\0{}\0{issued}\0{extra}\0{url}",
             purpose.name(),
             self.auth_authority
         );
         hmac::sign(&self.link_key, msg.as_bytes())
     }
 
-    /// `AUTH<path>?pomerium_redirect_uri=..&pomerium_issued=..&pomerium_sig=..`
-    fn signed_link(&self, path: &str, purpose: Purpose, url: &str) -> String {
+    /// `AUTH<path>?pomerium_redirect_uri=..&pomerium_issued=..[&pomerium_bind|pomerium_sid=..]&pomerium_sig=..`
+    fn signed_link(&self, path: &str, purpose: Purpose, url: &str, extra: &str) -> String {
         let issued = crate::clock::now_secs();
-        let sig = URL_SAFE_NO_PAD.encode(self.link_mac(purpose, url, issued).as_ref());
+        let sig = URL_SAFE_NO_PAD.encode(self.link_mac(purpose, url, issued, extra).as_ref());
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("&{}={}", link_extra_param(purpose), enc(extra))
+        };
         format!(
-            "{}{path}?pomerium_redirect_uri={}&pomerium_issued={issued}&pomerium_sig={sig}",
+            "{}{path}?pomerium_redirect_uri={}&pomerium_issued={issued}{extra}&pomerium_sig={sig}",
             self.auth_origin,
             enc(url)
         )
     }
 
-    /// Checks a signed link's MAC and age; returns the URL it carries.
-    fn check_link(&self, purpose: Purpose, target: &str) -> Result<Option<String>, &'static str> {
+    /// Checks a signed link's MAC and age; returns the URL and the extra value (binding or session hash; may be
+    /// empty) it carries.
+    fn check_link(
+        &self,
+        purpose: Purpose,
+        target: &str,
+    ) -> Result<Option<(String, String)>, &'static str> {
         let Some(url) = query_param(target, "pomerium_redirect_uri") else {
             return Ok(None);
         };
+        let extra = query_param(target, link_extra_param(purpose)).unwrap_or_default();
         let issued: u64 = query_param(target, "pomerium_issued")
             .and_then(|s| s.parse().ok())
             .ok_or("the link has no valid pomerium_issued time")?;
         let sig = query_param(target, "pomerium_sig")
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or("the link has no valid pomerium_sig")?;
-        let msg = format!(
-            "{}\0{}\0{issued}\0{url}",
-            purpose.name(),
-            self.auth_authority
-        );
-        hmac::verify(&self.link_key, msg.as_bytes(), &sig)
-            .map_err(|_| "the link's signature does not match")?;
+        let want = self.link_mac(purpose, &url, issued, &extra);
+        if !constant_time_eq(want.as_ref(), &sig) {
+            return Err("the link's signature does not match");
+        }
         let now = crate::clock::now_secs();
         if issued > now.saturating_add(LEEWAY_SECS)
             || now > issued.saturating_add(LINK_SECS + LEEWAY_SECS)
         {
             return Err("the link has expired");
         }
-        Ok(Some(url))
+        Ok(Some((url, extra)))
     }
 
     /// Parses a redirect target the way a browser would and accepts it only for postern's own hosts.
@@ -314,10 +431,11 @@ impl Authn {
         origin_string(url).as_deref() == Some(self.auth_origin.as_str())
     }
 
-    /// Route host, no session: a 302 to the authenticate host's sign-in with a signed, timed return URL.
+    /// Route host, no session: a 302 to the authenticate host's sign-in with a signed, timed return URL, and a
+    /// binding cookie on this host whose hash the link carries (the hand-off will only be accepted next to it).
     /// `route_origin` is the route's `from` origin (`https://app.example.com`); `original_url` the full URL the user
     /// asked for, built from it.
-    pub fn sign_in_redirect(&self, route_origin: &str, original_url: &str) -> Reply {
+    pub fn sign_in_redirect(&self, req: &Request, route_origin: &str, original_url: &str) -> Reply {
         let same_origin = Url::parse(original_url)
             .ok()
             .and_then(|u| origin_string(&u))
@@ -328,39 +446,94 @@ impl Authn {
         } else {
             format!("{route_origin}/")
         };
-        Reply::redirect(&self.signed_link(SIGN_IN_PATH, Purpose::SignIn, &back))
+        // One cookie per sign-in in flight (tabs opened together each keep theirs); past a few, reuse one.
+        let prefix = self.cookie.binding_prefix();
+        let in_flight = self.binding_cookies(req);
+        let (new_cookie, value) = match in_flight.first() {
+            Some((_, v)) if in_flight.len() >= MAX_BINDINGS => (None, v.clone()),
+            _ => match (seal::random_token(4), seal::random_token(16)) {
+                (Ok(id), Ok(v)) => (Some(format!("{prefix}{id}")), v),
+                _ => return internal_error(req, &format!("{route_origin}/")),
+            },
+        };
+        let link = self.signed_link(SIGN_IN_PATH, Purpose::SignIn, &back, &binding_hash(&value));
+        let mut r = Reply::redirect(&link);
+        if let Some(name) = new_cookie {
+            r.set_cookie(self.cookie.binding_cookie(&name, &value, STATE_SECS));
+        }
+        r
     }
 
-    /// Route host `/.pomerium/callback`: opens the hand-off for exactly this `host` (authority) and `origin`, sets
-    /// the host's own session cookie and sends the browser to the URL it first asked for.
+    /// The well-formed route-host binding cookies of the request (`<cookie>_bind_<6 chars>` = 22 chars), in order.
+    /// Others are ignored, so a name echoed back in `Set-Cookie` is always one postern made.
+    fn binding_cookies(&self, req: &Request) -> Vec<(String, String)> {
+        let prefix = self.cookie.binding_prefix();
+        session::cookies_with_prefix(&req.head.headers, &prefix)
+            .filter(|(n, v)| {
+                n.get(prefix.len()..).is_some_and(|id| is_token(id, 6)) && is_token(v, 22)
+            })
+            .take(16)
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Route host `/.pomerium/callback`: opens the hand-off for exactly this `host` (authority) and `origin`, checks
+    /// it belongs to this browser and was never used, sets the host's own session cookie and sends the browser to
+    /// the URL it first asked for.
     pub fn handoff(&self, req: &Request, host: &str, origin: &str) -> Reply {
-        let retry = format!("{origin}/");
-        let fail = |why: &str| {
+        let fail = |why: &str, retry: &str| {
             log::warn!("hand-off on {host} refused: {why}");
             pages::login_failed(
                 req,
                 400,
-                "The sign-in hand-off is invalid or has expired.",
-                &retry,
+                "This sign-in link is invalid, has expired, was already used, or was started in another browser. Try again to sign in.",
+                retry,
             )
         };
+        let front = format!("{origin}/");
         let Some(token) = query_param(&req.head.target, "pomerium_handoff") else {
-            return fail("no pomerium_handoff parameter");
+            return fail("no pomerium_handoff parameter", &front);
         };
         let now = crate::clock::now_secs();
         let payload = match self.shared_sealer.open(Purpose::Handoff, host, now, &token) {
             Ok(p) => p,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail(&e.to_string(), &front),
         };
         let Ok(h) = serde_json::from_slice::<Handoff>(&payload) else {
-            return fail("hand-off content unreadable");
+            return fail("hand-off content unreadable", &front);
         };
         let target = match Url::parse(&h.target) {
             Ok(u) if origin_string(&u).as_deref() == Some(origin) => u,
-            _ => return fail("hand-off target is not on this host"),
+            _ => return fail("hand-off target is not on this host", &front),
         };
+        // From here the retry link is the page the user wanted: it starts a fresh sign-in from this browser.
+        let retry = target.as_str();
         if now > h.session.expires {
-            return fail("session in the hand-off has expired");
+            return fail("session in the hand-off has expired", retry);
+        }
+        let Some((binding_cookie, _)) = self
+            .binding_cookies(req)
+            .into_iter()
+            .find(|(_, v)| constant_time_eq(binding_hash(v).as_bytes(), h.binding.as_bytes()))
+        else {
+            return fail(
+                "binding check failed: no binding cookie of this browser matches the hand-off (sent from another browser, or cookies blocked)",
+                retry,
+            );
+        };
+        if self.is_revoked(&h.session) {
+            return fail("the session in the hand-off was signed out", retry);
+        }
+        let remember_until = now.saturating_add(HANDOFF_SECS + LEEWAY_SECS);
+        if !self
+            .spent_handoffs
+            .borrow_mut()
+            .insert(&h.id, remember_until, now)
+        {
+            return fail(
+                "single-use check failed: this hand-off was already used",
+                retry,
+            );
         }
         let sealed = match session::seal_session(
             &self.cookie_sealer,
@@ -368,7 +541,7 @@ impl Authn {
             &h.session,
         ) {
             Ok(s) => s,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail(&e.to_string(), retry),
         };
         let mut r = Reply::redirect(target.as_str());
         r.set_cookie(self.cookie.set_cookie(
@@ -376,19 +549,44 @@ impl Authn {
             &sealed,
             h.session.expires.saturating_sub(now),
         ));
+        r.set_cookie(self.cookie.binding_cookie(&binding_cookie, "", 0));
         r
     }
 
-    /// Route host `/.pomerium/sign_out`: clears the host's cookie and sends the browser to the authenticate host to
-    /// end the session there too, with a signed return URL (this origin's `/`, or the `pomerium_redirect_uri` given
-    /// when it is on this origin).
-    pub fn sign_out(&self, req: &Request, origin: &str) -> Reply {
+    /// Route host `/.pomerium/sign_out` on `host` (authority) at `origin`. A GET shows a confirmation form; a POST
+    /// from this origin's own page revokes the session (here and on the authenticate host: they share its id),
+    /// clears the cookie and sends the browser to the authenticate host to end its session too, with a signed
+    /// return URL (this origin's `/`, or the `pomerium_redirect_uri` given when it is on this origin). A POST from
+    /// elsewhere gets a 403 page holding the form.
+    pub fn sign_out(&self, req: &Request, host: &str, origin: &str) -> Reply {
         let back = query_param(&req.head.target, "pomerium_redirect_uri")
             .and_then(|u| Url::parse(&u).ok())
             .filter(|u| origin_string(u).as_deref() == Some(origin))
             .map(|u| u.to_string())
             .unwrap_or_else(|| format!("{origin}/"));
-        let mut r = Reply::redirect(&self.signed_link(SIGN_OUT_PATH, Purpose::SignOut, &back));
+        let action = if back == format!("{origin}/") {
+            SIGN_OUT_PATH.to_owned()
+        } else {
+            format!("{SIGN_OUT_PATH}?pomerium_redirect_uri={}", enc(&back))
+        };
+        if req.head.method != "POST" {
+            return pages::sign_out_confirm(req, host, &action);
+        }
+        if let Err(why) = same_origin(req, origin) {
+            log::warn!("sign-out on {host} refused: origin check failed: {why}");
+            return pages::sign_out_refused(req, host, &action);
+        }
+        let sid = match self.session_even_revoked(req, host) {
+            Some(s) => {
+                log::info!("signed out {} on {host}", s.email);
+                self.revoke(&s);
+                binding_hash(&s.id)
+            }
+            None => String::new(),
+        };
+        let mut r =
+            Reply::redirect(&self.signed_link(SIGN_OUT_PATH, Purpose::SignOut, &back, &sid));
+        r.status = 303;
         r.set_cookie(self.cookie.clear_cookie(&self.cookie.name));
         r
     }
@@ -409,10 +607,10 @@ impl Authn {
     }
 
     async fn auth_sign_in(&self, req: &Request, is_allowed_target: &dyn Fn(&Url) -> bool) -> Reply {
-        let raw = match self.check_link(Purpose::SignIn, &req.head.target) {
-            Ok(Some(u)) => u,
+        let (raw, binding) = match self.check_link(Purpose::SignIn, &req.head.target) {
+            Ok(Some(link)) => link,
             // Signing in to the authenticate host itself: land on its user page.
-            Ok(None) => format!("{}/.pomerium/", self.auth_origin),
+            Ok(None) => (format!("{}/.pomerium/", self.auth_origin), String::new()),
             Err(why) => {
                 log::warn!("sign-in link refused: {why}");
                 return pages::bad_link(
@@ -430,14 +628,22 @@ impl Authn {
                 "This sign-in link points to a site postern does not serve.",
             );
         };
-        if let Some(s) = self.session(req, &self.auth_authority) {
-            return self.send_home(req, &s, &target);
+        if binding.is_empty() && !self.is_auth_url(&target) {
+            // Its hand-off could never be accepted: the route host checks the binding.
+            log::warn!("sign-in link refused: it carries no browser binding");
+            return pages::bad_link(
+                req,
+                "This sign-in link is incomplete. Go back to the app and try again.",
+            );
         }
-        self.start_idp(req, &target).await
+        if let Some(s) = self.session(req, &self.auth_authority) {
+            return self.send_home(req, &s, &target, &binding);
+        }
+        self.start_idp(req, &target, binding).await
     }
 
-    /// Starts the IdP round trip for `target`.
-    async fn start_idp(&self, req: &Request, target: &Url) -> Reply {
+    /// Starts the IdP round trip for `target`; `handoff_binding` travels in the state to the hand-off.
+    async fn start_idp(&self, req: &Request, target: &Url, handoff_binding: String) -> Reply {
         let csrf_name = self.cookie.csrf_name();
         // Reuse this browser's binding if it has one, so two tabs signing in at once do not undo each other.
         let existing = session::cookie_values(&req.head.headers, &csrf_name)
@@ -458,6 +664,7 @@ impl Authn {
             nonce,
             verifier,
             target: target.to_string(),
+            handoff_binding,
         };
         let Ok(json) = serde_json::to_vec(&state) else {
             return internal_error(req, target.as_str());
@@ -565,7 +772,7 @@ impl Authn {
         }
         // Back button after a finished sign-in: the code is spent, but the browser is signed in.
         if let Some(s) = self.session(req, &self.auth_authority) {
-            return self.send_home(req, &s, &target);
+            return self.send_home(req, &s, &target, &state.handoff_binding);
         }
         let Some(code) = query_param(t, "code") else {
             return pages::login_failed(
@@ -592,22 +799,30 @@ impl Authn {
                 &retry,
             );
         };
+        let Ok(id) = seal::random_token(16) else {
+            return internal_error(req, &retry);
+        };
         let mut session = Session {
+            id,
             email,
             email_verified: claims.email_verified,
             name: claims.name,
-            groups: claims
-                .groups
-                .into_iter()
-                .filter(|g| self.policy_groups.contains(g))
-                .collect(),
+            // Groups the policy names first: if the cookie must shed some, `fit` drops the others before them.
+            groups: {
+                let (mut groups, others): (Vec<String>, Vec<String>) = claims
+                    .groups
+                    .into_iter()
+                    .partition(|g| self.policy_groups.contains(g));
+                groups.extend(others);
+                groups
+            },
             issued: now,
             expires: now.saturating_add(self.cookie.expire_secs),
         };
         let dropped = session::fit(&mut session);
         if dropped > 0 {
             log::warn!(
-                "session for {}: {dropped} policy groups dropped to fit the cookie",
+                "session for {}: {dropped} groups dropped to fit the cookie (groups the policy names are kept first)",
                 session.email
             );
         }
@@ -626,7 +841,7 @@ impl Authn {
         ) else {
             return internal_error(req, &retry);
         };
-        let mut r = self.send_home(req, &session, &target);
+        let mut r = self.send_home(req, &session, &target, &state.handoff_binding);
         r.set_cookie(
             self.cookie
                 .set_cookie(&self.cookie.name, &sealed, self.cookie.expire_secs),
@@ -656,8 +871,9 @@ impl Authn {
         }
     }
 
-    /// A 302 to `target`: directly on the authenticate host, through a hand-off elsewhere.
-    fn send_home(&self, req: &Request, session: &Session, target: &Url) -> Reply {
+    /// A 302 to `target`: directly on the authenticate host, through a single-use hand-off bound to the browser's
+    /// route-host binding (`binding`, its hash) elsewhere.
+    fn send_home(&self, req: &Request, session: &Session, target: &Url, binding: &str) -> Reply {
         if self.is_auth_url(target) {
             return Reply::redirect(target.as_str());
         }
@@ -669,9 +885,14 @@ impl Authn {
         };
         let now = crate::clock::now_secs();
         let expires = now.saturating_add(HANDOFF_SECS).min(session.expires);
+        let Ok(id) = seal::random_token(16) else {
+            return internal_error(req, target.as_str());
+        };
         let h = Handoff {
             session: session.clone(),
             target: target.to_string(),
+            id,
+            binding: binding.to_owned(),
         };
         let sealed = serde_json::to_vec(&h).ok().and_then(|json| {
             self.shared_sealer
@@ -686,25 +907,63 @@ impl Authn {
         }
     }
 
+    /// AUTH `/.pomerium/sign_out`. Signs out when reached by the route host's redirect (a valid MACed link naming
+    /// this browser's session, or no session here at all) or by a POST from AUTH's own page; any other GET asks
+    /// first, any other POST is refused. Ends on a "signed out" page whose "sign in again" goes back to the app
+    /// (through a sign-in that asks the IdP for its login form).
     fn auth_sign_out(&self, req: &Request, is_allowed_target: &dyn Fn(&Url) -> bool) -> Reply {
-        let back = match self.check_link(Purpose::SignOut, &req.head.target) {
-            Ok(u) => u.and_then(|u| self.allowed_target(&u, is_allowed_target)),
+        let link = match self.check_link(Purpose::SignOut, &req.head.target) {
+            Ok(l) => l,
             Err(why) => {
-                log::warn!("sign-out return link ignored: {why}");
+                log::warn!("sign-out link ignored: {why}");
                 None
             }
         };
-        if let Some(s) = self.session(req, &self.auth_authority) {
-            log::info!("signed out {}", s.email);
-        }
-        // With a signed way back, return to the app: having no session there it starts a sign-in, and the marker
-        // set here makes the IdP ask who the user is (switching account). Without one, say so on a page.
-        let mut r = match &back {
-            Some(url) => Reply::redirect(url.as_str()),
-            None => pages::signed_out(req),
+        let back = link
+            .as_ref()
+            .and_then(|(u, _)| self.allowed_target(u, is_allowed_target));
+        let current = self.session_even_revoked(req, &self.auth_authority);
+        // The form keeps the signed link, so a confirmed sign-out still offers the way back.
+        let action = match (&link, query_of(&req.head.target)) {
+            (Some(_), Some(q)) => format!("{SIGN_OUT_PATH}?{q}"),
+            _ => SIGN_OUT_PATH.to_owned(),
         };
+        if req.head.method == "POST" {
+            if let Err(why) = same_origin(req, &self.auth_origin) {
+                log::warn!(
+                    "sign-out on {} refused: origin check failed: {why}",
+                    self.auth_authority
+                );
+                return pages::sign_out_refused(req, &self.auth_authority, &action);
+            }
+        } else {
+            // The link names a hash of the session the route host signed out: a link obtained by anyone else
+            // (an <img> on another site) cannot sign this browser out.
+            let matches = match (&link, &current) {
+                (Some(_), None) => true,
+                (Some((_, sid)), Some(s)) => {
+                    !sid.is_empty()
+                        && constant_time_eq(binding_hash(&s.id).as_bytes(), sid.as_bytes())
+                }
+                (None, _) => false,
+            };
+            if !matches {
+                return match &current {
+                    Some(s) if !self.is_revoked(s) => {
+                        pages::sign_out_confirm(req, &self.auth_authority, &action)
+                    }
+                    _ => pages::signed_out(req, &self.sign_in_again(back.as_ref())),
+                };
+            }
+        }
+        if let Some(s) = &current {
+            log::info!("signed out {} on {}", s.email, self.auth_authority);
+            self.revoke(s);
+        }
+        let mut r = pages::signed_out(req, &self.sign_in_again(back.as_ref()));
         r.set_cookie(self.cookie.clear_cookie(&self.cookie.name));
         r.set_cookie(self.cookie.clear_cookie(&self.cookie.csrf_name()));
+        // The next sign-in asks the IdP who the user is (switching account).
         r.set_cookie(self.cookie.set_cookie(
             &self.cookie.signed_out_name(),
             "1",
@@ -712,6 +971,18 @@ impl Authn {
         ));
         r
     }
+
+    /// Where "sign in again" leads: back to the app (which starts a sign-in), else AUTH's own sign-in.
+    fn sign_in_again(&self, back: Option<&Url>) -> String {
+        back.map(|u| u.to_string())
+            .unwrap_or_else(|| format!("{}{SIGN_IN_PATH}", self.auth_origin))
+    }
+}
+
+/// The query of a request target, as sent.
+fn query_of(target: &str) -> Option<&str> {
+    let q = target.split_once('?')?.1;
+    Some(q.split('#').next().unwrap_or(q))
 }
 
 fn internal_error(req: &Request, retry: &str) -> Reply {

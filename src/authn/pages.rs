@@ -1,5 +1,5 @@
 //! The pages the sign-in flow shows, as calls into `crate::pages` (which owns their look): login failed with a retry
-//! link, a bad or expired link, signed out, not found. One function per situation, so the flow never builds HTML.
+//! link, a bad or expired link, signed out, sign-out confirmation and refusal, not found. One function per situation, so the flow never builds HTML.
 
 use crate::http::Request;
 use crate::reply::Reply;
@@ -15,9 +15,19 @@ pub fn bad_link(req: &Request, reason: &str) -> Reply {
     crate::pages::bad_request(Some(req), reason)
 }
 
-/// The session has ended on the authenticate host and there is no signed way back to an app.
-pub fn signed_out(req: &Request) -> Reply {
-    crate::pages::signed_out(Some(req))
+/// The session has ended; `sign_in_url` starts a new sign-in (back to the app, or the authenticate host's).
+pub fn signed_out(req: &Request, sign_in_url: &str) -> Reply {
+    crate::pages::signed_out(Some(req), sign_in_url)
+}
+
+/// A GET of a sign-out path: a form asking to confirm by POST (`action`).
+pub fn sign_out_confirm(req: &Request, host: &str, action: &str) -> Reply {
+    crate::pages::sign_out_confirm(Some(req), host, action)
+}
+
+/// A sign-out POST from another site: 403, with the form to sign out for real.
+pub fn sign_out_refused(req: &Request, host: &str, action: &str) -> Reply {
+    crate::pages::sign_out_refused(Some(req), host, action)
 }
 
 /// Any other path on the authenticate host.

@@ -105,8 +105,8 @@ pub fn forbidden(
     let text =
         format!("You are signed in as {email}, and that account may not use {host}: {reason}.");
     let extra = format!(
-        "<p>To use another account, <a class=\"button\" href=\"{}\">sign out</a> and sign in again.</p>",
-        escape(sign_out_url)
+        "<p>To use another account, sign out and sign in again.</p>{}",
+        sign_out_form(sign_out_url)
     );
     let mut r = page(req, 403, "forbidden", "Access denied", &text, &extra);
     if format_of(req) == Format::Json {
@@ -189,14 +189,52 @@ pub fn login_failed(req: Option<&Request>, status: u16, detail: &str, retry_url:
     )
 }
 
-pub fn signed_out(req: Option<&Request>) -> Reply {
+/// The session has ended (or there is none); `sign_in_url` starts a new sign-in.
+pub fn signed_out(req: Option<&Request>, sign_in_url: &str) -> Reply {
+    let extra = format!(
+        "<p><a class=\"button\" href=\"{}\">Sign in again</a></p>",
+        escape(sign_in_url)
+    );
     page(
         req,
         200,
         "signed_out",
         "Signed out",
-        "You are signed out. Close this tab, or open an application's address to sign in again.",
-        "",
+        "You are signed out. Close this tab, or sign in again.",
+        &extra,
+    )
+}
+
+/// A one-button form that signs out by POST (a GET never signs out: any page could trigger one with an image).
+/// No script: the browser sends `Origin` with the POST, which the sign-out checks.
+fn sign_out_form(action: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{}\"><p><button class=\"button\" type=\"submit\">Sign out</button></p></form>",
+        escape(action)
+    )
+}
+
+/// `GET /.pomerium/sign_out`: asks before signing out of `host`; `action` is where the form posts.
+pub fn sign_out_confirm(req: Option<&Request>, host: &str, action: &str) -> Reply {
+    page(
+        req,
+        200,
+        "confirm_sign_out",
+        "Sign out?",
+        &format!("Sign out of {host}? This ends your session on every application behind postern."),
+        &sign_out_form(action),
+    )
+}
+
+/// 403: a sign-out POST that did not come from a page of `host` itself (a cross-site form); the form here retries.
+pub fn sign_out_refused(req: Option<&Request>, host: &str, action: &str) -> Reply {
+    page(
+        req,
+        403,
+        "sign_out_refused",
+        "Sign-out refused",
+        &format!("This sign-out request did not come from a page of {host}, so it was ignored (another site may have tried to sign you out). To sign out, use the button below."),
+        &sign_out_form(action),
     )
 }
 
@@ -259,13 +297,12 @@ pub fn user_page(req: Option<&Request>, u: &UserInfo<'_>, sign_out_url: &str) ->
                  <tr><th>Name</th><td>{}</td></tr>\
                  <tr><th>Groups</th><td>{groups}</td></tr>\
                  <tr><th>Session expires</th><td>{}</td></tr>\
-                 <tr><th>Application</th><td>{}</td></tr></table>\
-                 <p><a class=\"button\" href=\"{}\">Sign out</a></p>",
+                 <tr><th>Application</th><td>{}</td></tr></table>{}",
                 escape(u.email),
                 escape(u.name.unwrap_or("-")),
                 escape(&expires),
                 escape(u.host),
-                escape(sign_out_url)
+                sign_out_form(sign_out_url)
             );
             Reply::html(200, layout("Signed in", &body))
         }

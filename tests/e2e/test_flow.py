@@ -6,6 +6,7 @@ already signed in on the httpbin route (shared, so tests using it must not sign 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -27,7 +28,7 @@ def host_of(url: str | None) -> str:
     return urlsplit(url or "").hostname or ""
 
 
-def assert_goes_to_login(session, stack, url: str, what: str) -> None:
+def assert_goes_to_login(session, stack, url: str, what: str, prompt: str | None = None) -> None:
     """The request is sent to the authenticate host's sign-in, and from there on to the IdP."""
     r = get(session, url)
     assert r.status_code == 302, f"{what}: expected a redirect to sign-in, got {r.status_code}: {r.text[:300]}"
@@ -43,10 +44,53 @@ def assert_goes_to_login(session, stack, url: str, what: str) -> None:
     assert q.get("code_challenge_method") == ["S256"] and q.get("code_challenge"), f"no PKCE S256: {idp}"
     assert q.get("state") and q.get("nonce"), f"no state or nonce: {idp}"
     assert q.get("redirect_uri") == [stack.postern.url("auth", "/oauth2/callback")], idp
+    if prompt:
+        assert q.get("prompt") == [prompt], f"{what}: the IdP is not asked for prompt={prompt}: {idp}"
 
 
 def route_cookies(session, host: str) -> dict[str, str]:
     return {c.name: c.value for c in session.cookies if c.domain.lstrip(".") == host}
+
+
+def is_handoff(url: str) -> bool:
+    return urlsplit(url).path == "/.pomerium/callback"
+
+
+def sign_in_until_handoff(session, url: str, email: str) -> str:
+    """A real sign-in as `email` from `url` (like harness.login), stopped before the route host's hand-off:
+    returns the `/.pomerium/callback?pomerium_handoff=...` URL, not yet used."""
+    walk = harness.Walk()
+    method, target, data = "GET", url, None
+    for _ in range(4):
+        harness.follow(session, method, target, data=data, walk=walk, stop=is_handoff,
+                       max_hops=harness.MAX_HOPS - len(walk.hops))
+        last = walk.hops[-1]
+        if last.location and is_handoff(urljoin(last.url, last.location)):
+            return urljoin(last.url, last.location)
+        page = walk.response
+        form = next((f for f in harness.parse_forms(page.text) if f["fields"].get("prompt") in ("login", "consent")),
+                    None)
+        assert form is not None, f"no IdP form and no hand-off:\n{walk.trace()}\n{page.text[:1000]}"
+        fields = {k: v for k, v in form["fields"].items() if form["types"].get(k) != "submit"}
+        if form["fields"].get("prompt") == "login":
+            fields["login"], fields["password"] = email, "any password works"
+        method, target, data = form["method"].upper(), urljoin(last.url, form["action"]), fields
+    raise AssertionError(f"no hand-off reached:\n{walk.trace()}")
+
+
+def binding_cookies(session, host: str) -> dict[str, str]:
+    return {n: v for n, v in route_cookies(session, host).items() if n.startswith(COOKIE + "_bind_")}
+
+
+def post_sign_out(session, stack, sub: str, origin: str | None = "own") -> harness.Walk:
+    """POST /.pomerium/sign_out on `sub` as a form would (Origin: the host's own, another, or none), following
+    redirects up to the final page."""
+    headers = {} if origin is None else {"Origin": stack.postern.origin(sub) if origin == "own" else origin}
+    return harness.follow(session, "POST", stack.postern.url(sub, "/.pomerium/sign_out"), data={}, headers=headers)
+
+
+def log_text(stack) -> str:
+    return stack.postern.proc.log.read_text(errors="replace")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,6 +163,14 @@ def test_bob_gets_403_naming_bob(stack, browser):
     assert BOB in r.text, f"the 403 page does not say who is signed in: {r.text[:1000]}"
     assert f"httpbin.{harness.TEST_DOMAIN}" in r.text, "the 403 page does not name the host"
     assert "sign_out" in r.text, "the 403 page has no sign-out link to switch account"
+    # One click: the 403 page holds the sign-out form itself (a POST from the host's own page).
+    form = next((f for f in harness.parse_forms(r.text) if "sign_out" in f["action"]), None)
+    assert form is not None and form["method"] == "post", r.text[:1000]
+    out = harness.follow(browser, "POST", urljoin(walk.hops[-1].url, form["action"]), data={},
+                         headers={"Origin": stack.postern.origin("httpbin")})
+    assert out.response.status_code == 200 and "Signed out" in out.response.text, out.trace()
+    assert_goes_to_login(browser, stack, stack.postern.url("httpbin", "/get"), "after sign-out from the 403 page",
+                         prompt="login")
 
 
 def test_unknown_host_gets_404_naming_it(stack, browser):
@@ -226,23 +278,36 @@ def test_security_headers_on_postern_pages(stack, browser):
 
 def test_sign_out_then_login_again(stack, browser):
     url = stack.postern.url("httpbin", "/get")
+    host = f"httpbin.{harness.TEST_DOMAIN}"
     walk = harness.login(browser, url, ALICE)
     assert walk.response.status_code == 200, walk.trace()
     out = harness.follow(browser, "GET", stack.postern.url("httpbin", "/.pomerium/sign_out"),
-                         stop=lambda u: host_of(u) not in (f"httpbin.{harness.TEST_DOMAIN}", stack.postern.auth_host))
+                         stop=lambda u: host_of(u) not in (host, stack.postern.auth_host))
     r = out.response
-    if r.status_code == 200:  # a confirmation page: submit its sign-out form as a browser would
-        form = next((f for f in harness.parse_forms(r.text) if "sign_out" in f["action"]), None)
-        if form is not None:
-            data = {k: v for k, v in form["fields"].items() if form["types"].get(k) != "submit"}
-            harness.follow(browser, form["method"].upper(), urljoin(out.hops[-1].url, form["action"]), data=data,
-                           walk=out, stop=lambda u: host_of(u) not in (f"httpbin.{harness.TEST_DOMAIN}",
-                                                                        stack.postern.auth_host))
+    assert r.status_code == 200, out.trace()
+    # A confirmation page: submit its sign-out form as a browser would (browsers send Origin with a form POST).
+    form = next((f for f in harness.parse_forms(r.text) if "sign_out" in f["action"]), None)
+    assert form is not None and form["method"] == "post", r.text[:1000]
+    data = {k: v for k, v in form["fields"].items() if form["types"].get(k) != "submit"}
+    harness.follow(browser, "POST", urljoin(out.hops[-1].url, form["action"]), data=data, walk=out,
+                   headers={"Origin": stack.postern.origin("httpbin")},
+                   stop=lambda u: host_of(u) not in (host, stack.postern.auth_host))
     assert out.response.status_code < 500, out.trace()
     for hop in out.hops:
         assert host_of(hop.location and urljoin(hop.url, hop.location)) in (
-            "", f"httpbin.{harness.TEST_DOMAIN}", stack.postern.auth_host, "127.0.0.1"), out.trace()
-    assert_goes_to_login(browser, stack, url, "after sign-out")
+            "", host, stack.postern.auth_host, "127.0.0.1"), out.trace()
+    # It lands on a "signed out" page (not the IdP's form) with a link to sign in again, back to the app.
+    page = out.response
+    assert page.status_code == 200 and "Signed out" in page.text, out.trace() + page.text[:1000]
+    assert host_of(out.hops[-1].url) in (host, stack.postern.auth_host), out.trace()
+    m = re.search(r'href="([^"]+)">Sign in again', page.text)
+    assert m, page.text[:1000]
+    again = html.unescape(m.group(1))
+    assert again == stack.postern.url("httpbin", "/"), again
+    assert_goes_to_login(browser, stack, url, "after sign-out", prompt="login")
+    # Signing in again shows the IdP's login form (harness.login insists on filling it in).
+    walk = harness.login(browser, url, ALICE)
+    assert walk.response.status_code == 200, walk.trace()
 
 
 def test_sign_out_with_foreign_redirect_does_not_go_there(stack, browser):
@@ -370,3 +435,134 @@ def test_secrets_tokens_and_cookies_never_reach_the_log(stack):
     log = stack.postern.proc.log.read_text(errors="replace")
     leaked = [name for name, value in secrets_seen.items() if value in log]
     assert not leaked, f"postern's log ({stack.postern.proc.log}) contains: {leaked}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hand-off replay and login CSRF; sign-out revokes; sign-out is not a CSRF target
+
+
+def test_handoff_url_works_once_and_only_in_the_browser_that_started_it(stack):
+    host = f"httpbin.{harness.TEST_DOMAIN}"
+    owner = new_browser(stack.certs)
+    url = stack.postern.url("httpbin", "/get?handoff=1")
+    handoff = sign_in_until_handoff(owner, url, ALICE)
+    binding = binding_cookies(owner, host)
+    assert len(binding) == 1, route_cookies(owner, host)
+    # Three fresh clients (no binding cookie) get a retry page, no session; the hand-off is not spent by them.
+    for _ in range(3):
+        fresh = new_browser(stack.certs)
+        r = get(fresh, handoff)
+        assert r.status_code == 400, f"a fresh client used a captured hand-off: {r.status_code} {r.text[:300]}"
+        assert COOKIE not in route_cookies(fresh, host)
+        assert 'href="' + html.escape(url) + '"' in r.text, r.text[:1000]
+        fresh.close()
+    # The browser that started it gets in; its binding cookie is cleared.
+    r = get(owner, handoff)
+    assert r.status_code == 302 and r.headers["Location"] == url, f"{r.status_code} {r.headers}"
+    assert COOKIE in route_cookies(owner, host) and not binding_cookies(owner, host)
+    assert get(owner, url).status_code == 200
+    # Used once: not again, not even by a client holding a copy of the binding cookie.
+    thief = new_browser(stack.certs)
+    for name, value in binding.items():
+        thief.cookies.set(name, value, domain=host, path="/")
+    r = get(thief, handoff)
+    assert r.status_code == 400 and COOKIE not in route_cookies(thief, host), r.status_code
+    thief.close()
+    log = log_text(stack)
+    assert "binding check failed" in log and "single-use check failed" in log, "the refusals are not logged"
+    owner.close()
+
+
+def test_attackers_handoff_does_not_sign_in_the_victim(stack):
+    """Login CSRF: bob sends alice his own hand-off URL; her browser is not signed in as bob."""
+    host = f"domain.{harness.TEST_DOMAIN}"
+    attacker = new_browser(stack.certs)
+    url = stack.postern.url("domain", "/get")
+    handoff = sign_in_until_handoff(attacker, url, BOB)
+    victim = new_browser(stack.certs)
+    r = get(victim, handoff)
+    assert r.status_code == 400, f"{r.status_code}: {r.text[:300]}"
+    assert COOKIE not in route_cookies(victim, host)
+    # Not a dead end: "Try again" leads to the app, which starts the victim's own sign-in.
+    m = re.search(r'href="([^"]+)">Try again', r.text)
+    assert m and html.unescape(m.group(1)) == url, r.text[:1000]
+    assert_goes_to_login(victim, stack, url, "retry after a refused hand-off")
+    victim.close()
+    # The refusal did not spend it for its real owner.
+    r = get(attacker, handoff)
+    assert r.status_code == 302 and COOKIE in route_cookies(attacker, host), r.status_code
+    attacker.close()
+
+
+def test_two_tabs_signing_in_at_once(stack):
+    host = f"httpbin.{harness.TEST_DOMAIN}"
+    b = new_browser(stack.certs)
+    one, two = stack.postern.url("httpbin", "/get?tab=1"), stack.postern.url("httpbin", "/get?tab=2")
+    # Tab two is sent to sign in first, then tab one goes all the way through the IdP.
+    first = get(b, two)
+    assert first.status_code == 302, first.status_code
+    handoff_one = sign_in_until_handoff(b, one, ALICE)
+    assert len(binding_cookies(b, host)) == 2, route_cookies(b, host)
+    walk = harness.follow(b, "GET", urljoin(two, first.headers["Location"]), stop=is_handoff)
+    last = walk.hops[-1]
+    handoff_two = urljoin(last.url, last.location or "")
+    assert is_handoff(handoff_two), walk.trace()
+    # Either order works.
+    for handoff, want in ((handoff_two, two), (handoff_one, one)):
+        r = get(b, handoff)
+        assert r.status_code == 302 and r.headers["Location"] == want, f"{r.status_code} {r.text[:300]}"
+    assert not binding_cookies(b, host)
+    b.close()
+
+
+def test_copied_session_cookies_are_dead_after_sign_out(stack):
+    """Sign-out revokes the session on every host minted from the same sign-in, not only in this browser."""
+    s = new_browser(stack.certs)
+    harness.login(s, stack.postern.url("httpbin", "/get"), ALICE)
+    assert harness.follow(s, "GET", stack.postern.url("domain", "/get")).response.status_code == 200
+    copies = {sub: route_cookies(s, f"{sub}.{harness.TEST_DOMAIN}")[COOKIE] for sub in ("httpbin", "domain", "auth")}
+    out = post_sign_out(s, stack, "httpbin")
+    assert out.response.status_code == 200 and "Signed out" in out.response.text, out.trace()
+    for sub in ("httpbin", "domain"):
+        fresh = new_browser(stack.certs)
+        fresh.cookies.set(COOKIE, copies[sub], domain=f"{sub}.{harness.TEST_DOMAIN}", path="/")
+        r = get(fresh, stack.postern.url(sub, "/get"))
+        assert r.status_code == 302 and host_of(r.headers["Location"]) == stack.postern.auth_host, \
+            f"a copied {sub} cookie still works after sign-out: {r.status_code}"
+        fresh.close()
+    fresh = new_browser(stack.certs)
+    fresh.cookies.set(COOKIE, copies["auth"], domain=stack.postern.auth_host, path="/")
+    r = get(fresh, stack.postern.url("auth", "/.pomerium/"), headers=JSON)
+    assert ALICE not in r.text, f"the authenticate host's copied cookie still works: {r.text[:300]}"
+    # And the authenticate host does not hand a session out from it.
+    r = get(fresh, stack.postern.url("auth", "/.pomerium/sign_in"))
+    assert r.status_code == 302 and r.headers["Location"].startswith(stack.idp_url), r.headers.get("Location")
+    fresh.close()
+    s.close()
+
+
+def test_sign_out_by_get_or_from_another_site_does_nothing(stack):
+    s = new_browser(stack.certs)
+    url = stack.postern.url("httpbin", "/get")
+    harness.login(s, url, ALICE)
+    # What an <img> would do, on the route host and on the authenticate host: a page, no sign-out.
+    for sub in ("httpbin", "auth"):
+        r = get(s, stack.postern.url(sub, "/.pomerium/sign_out"))
+        assert r.status_code == 200, f"{sub}: {r.status_code}"
+        assert any(f["method"] == "post" for f in harness.parse_forms(r.text)), r.text[:1000]
+        assert "Set-Cookie" not in r.headers, r.headers
+    # A cross-site form, and a POST without any origin information: 403, with the real form on the page.
+    for origin in ("https://evil.example.net", None):
+        r = post_sign_out(s, stack, "httpbin", origin=origin).response
+        assert r.status_code == 403, f"Origin {origin}: {r.status_code} {r.text[:300]}"
+        assert any(f["method"] == "post" for f in harness.parse_forms(r.text)), r.text[:1000]
+    r = post_sign_out(s, stack, "auth", origin=stack.postern.origin("httpbin")).response
+    assert r.status_code == 403, r.status_code
+    assert get(s, url).status_code == 200, "signed out by a GET or a foreign POST"
+    me = get(s, stack.postern.url("auth", "/.pomerium/"), headers=JSON)
+    assert ALICE in me.text, me.text[:300]
+    # The user page's and the 403 page's sign-out is a POST form on the host itself.
+    page = get(s, stack.postern.url("httpbin", "/.pomerium/"))
+    form = next(f for f in harness.parse_forms(page.text) if "sign_out" in f["action"])
+    assert form["method"] == "post", form
+    s.close()

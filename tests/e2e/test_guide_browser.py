@@ -151,7 +151,10 @@ def test_the_user_page_shows_the_user(walk: Walk):
 
 
 def test_sign_out_then_the_next_visit_goes_to_the_idp(walk: Walk, guide_site: GuideSite):
-    at_idp_login(walk["sign_out"], guide_site)
+    s = walk["sign_out"]
+    assert urlsplit(s["url"]).hostname == f"auth.{NAS}", show(s)
+    assert s["status"] == 200 and "signed out" in s["text"].lower(), show(s)
+    assert "sign in again" in s["text"].lower(), show(s)
     at_idp_login(walk["revisit"], guide_site)
 
 

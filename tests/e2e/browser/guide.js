@@ -83,20 +83,25 @@ async function click(text, where) {
   await Promise.all([page.waitForURL(where), page.getByRole('link', { name: text }).first().click()]);
 }
 
+// postern's sign-out is a button (a POST form, so no other site can sign you out with a link).
+async function press(text, where) {
+  await Promise.all([page.waitForURL(where), page.getByRole('button', { name: text }).first().click()]);
+}
+
 const walk = [
   // 1. The guide's first step: open the app; postern sends you to the IdP, which shows its login form.
   ['open', async () => { await page.goto(`${httpbin}/`); await page.waitForURL(atIdpLogin); }],
   // 2. Another account than the allowed one: postern's 403 page names it.
   ['bob', () => logIn(args.bob), '403'],
-  // 3. The 403 page's sign-out link lets you switch: the IdP asks who you are again.
-  ['switch', () => click(/sign out/i, atIdpLogin)],
+  // 3. The 403 page's sign-out button lets you switch: signed out, "sign in again", and the IdP asks who you are.
+  ['switch', async () => { await press(/sign out/i, on(site('auth'))); await click(/sign in again/i, atIdpLogin); }],
   // 4. The allowed user lands on httpbin's own page.
   ['alice', () => logIn(args.alice), 'httpbin'],
   ['headers', () => page.goto(`${httpbin}/headers?show_env=1`)],
   // 5. postern's user page on the app's host.
   ['user', () => page.goto(`${httpbin}/.pomerium/`), 'user-page'],
-  // 6. Sign out from the user page: back to the app, which sends you to the IdP's login form.
-  ['sign_out', () => click(/sign out/i, atIdpLogin)],
+  // 6. Sign out from the user page: postern's "signed out" page on the authenticate host.
+  ['sign_out', () => press(/sign out/i, on(site('auth'))), 'signed-out'],
   // 7. The next visit goes to the IdP again (no silent sign-in).
   ['revisit', async () => { await page.goto(`${httpbin}/`); await page.waitForURL(atIdpLogin); }],
   // 8. Saying no at the IdP (its Cancel link): postern's sign-in-failed page on the authenticate host.
