@@ -302,7 +302,7 @@ mod tests {
         b.tls_server_name = Some("backend.internal".into());
         assert_ne!(pool_key(&a), pool_key(&b));
         let mut c = a.clone();
-        c.tls_config = Some(crate::tls::upstream_client_config(&[], true, None).unwrap());
+        c.tls_config = Some(crate::tls::upstream_client_config(&[], true));
         assert_ne!(pool_key(&a), pool_key(&c));
         assert_eq!(pool_key(&c), pool_key(&c.clone()));
     }

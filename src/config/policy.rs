@@ -840,12 +840,22 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
         to.tls_server_name = tls_server_name;
         to.tls_skip_verify = tls_skip_verify;
         if to.https && (tls_skip_verify || !tls_custom_ca.is_empty() || client_auth.is_some()) {
-            match tls::upstream_client_config(&tls_custom_ca, tls_skip_verify, client_auth) {
-                Ok(config) => to.tls_config = Some(config),
-                Err(expected) => {
-                    c.fail("tls_client_cert", expected, "a pair rustls refuses", None);
-                    continue;
+            match client_auth {
+                None => {
+                    to.tls_config =
+                        Some(tls::upstream_client_config(&tls_custom_ca, tls_skip_verify))
                 }
+                Some(auth) => match tls::upstream_client_config_with_cert(
+                    &tls_custom_ca,
+                    tls_skip_verify,
+                    auth,
+                ) {
+                    Ok(config) => to.tls_config = Some(config),
+                    Err(expected) => {
+                        c.fail("tls_client_cert", expected, "a pair rustls refuses", None);
+                        continue;
+                    }
+                },
             }
         }
         to.tls_custom_ca = tls_custom_ca;
