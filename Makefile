@@ -3,6 +3,7 @@
 #   make test    everything CI runs: installs test needs, fmt, clippy, unit tests, end-to-end tests; summary at the end
 #   make e2e     only the end-to-end tests (real IdP, httpbin, postern)
 #   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
+#   make bench-stream  postern's peak RSS (VmHWM) while 2 GiB go down and 2 GiB up (bench/stream-rss.sh; not a test)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
 #                E2E_BROWSER=0 skips installing Chromium and nginx (the browser tests then skip themselves)
 #   make static    static, stripped musl binaries: target/static/postern-x86_64, postern-aarch64 (docs/install.md)
@@ -26,7 +27,7 @@ VENV_STAMP  := $(VENV)/.installed
 
 export POSTERN_BIN
 
-.PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e
+.PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e bench-stream
 .PHONY: static static-armv7 test-arm test-armv7 image fuzz
 
 all: build
@@ -45,6 +46,9 @@ e2e: build deps
 
 demo: build deps
 	$(PY) demo/run.py
+
+bench-stream: build deps
+	bench/stream-rss.sh
 
 deps: sysdeps $(IDP_STAMP) $(BROWSER_STAMP) $(VENV_STAMP)
 

@@ -1,37 +1,41 @@
 //! The streaming forwarder: sends one request to its upstream and streams the response back.
 //!
-//! It owns the upstream leg: a pool of kept-alive upstream connections, the hop-by-hop rewrite of both heads, body
-//! framing on each side (bodies stream through one bounded buffer, never held whole), and the mapping of upstream
-//! failures to 502/504 pages. handle.rs has already rewritten the end-to-end headers (identity, cookies,
+//! It owns the upstream leg: the hop-by-hop rewrite of both heads, body framing on each side (bodies stream through
+//! one bounded buffer, never held whole), retrying a stale pooled connection, and the mapping of upstream failures
+//! to 502/504 pages. Connections come from pool.rs. handle.rs has already rewritten the end-to-end headers (identity, cookies,
 //! X-Forwarded-*, Host) in the `ForwardPlan`.
+//!
+//! Timeouts (see README, "Timeouts"): connecting and waiting for the response head are bounded by the route's
+//! `timeout`; after that only idleness counts: a body or tunnel that moves no byte for the route's `idle_timeout`
+//! is cut, one that keeps moving is never cut for its total length.
+//!
+//! `Expect: 100-continue` goes upstream: the upstream's `100` (or its silence for a second) lets the client's body
+//! through, and its early final answer (a 413 or 401 before the body) is the client's answer. A WebSocket
+//! handshake on a route that allows them goes upstream with its upgrade headers; a `101` turns the two connections
+//! into a tunnel (tunnel.rs).
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_rustls::client::TlsStream;
-use futures_rustls::rustls::pki_types::ServerName;
-use futures_rustls::rustls::ClientConfig;
-use futures_rustls::TlsConnector;
 use smol::io::{AsyncRead, AsyncWrite};
-use smol::net::TcpStream;
 
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::conn::{Conn, HeadError, HeadLimits};
 use crate::http::encode::{self, CHUNK_PREFIX, CHUNK_SUFFIX, LAST_CHUNK};
 use crate::http::framing::{self, BodyKind};
 use crate::http::{Headers, Request, RequestHead, ResponseHead, Version};
+use crate::pool::{pool_key, Pool, UpstreamConn};
 use crate::route::Upstream;
 use crate::server::{awaits_continue, timeout, write_reply, Handler, Outcome, Respond};
+use crate::tunnel;
 
 /// Size of the buffer a body streams through (plus room for chunk framing).
 const COPY_BUF: usize = 16 * 1024;
+/// Pieces a body pump moves before it yields: with both sides always ready, one transfer must not keep the (single)
+/// executor thread from every other connection.
+const PIECES_PER_YIELD: u32 = 64;
 
 /// What to send upstream, decided by handle.rs.
 #[derive(Debug)]
@@ -42,229 +46,30 @@ pub struct ForwardPlan {
     pub target: String,
     /// End-to-end headers, already rewritten; the forwarder removes hop-by-hop and framing headers itself.
     pub headers: Headers,
-    /// From the request being sent until the upstream's response head: longer gives a 504.
+    /// Connecting, and from the end of the request until the upstream's response head: longer gives a 504.
     pub timeout: Duration,
+    /// Longest pause between two bytes of a body (either way) or of a tunnel; None: no limit.
+    pub idle_timeout: Option<Duration>,
+    /// A WebSocket handshake on a route that allows them: the upgrade headers go upstream and a `101` opens a
+    /// tunnel.
+    pub websocket: bool,
+    /// When the session this request was authorized with ends (Unix seconds): a tunnel is closed then.
+    pub session_expires: Option<u64>,
 }
 
-/// Bounds on the upstream connection pool.
-#[derive(Clone, Copy, Debug)]
-pub struct PoolLimits {
-    /// Idle connections kept per upstream.
-    pub max_idle_per_upstream: usize,
-    /// How long an idle connection is kept: shorter than common upstream keep-alive timeouts (nginx 75 s, Node 5 s,
-    /// Go 90 s), so the upstream rarely closes one just as it is reused.
-    pub idle_time: Duration,
-    /// Bounds on an upstream's response head (larger than a request's: upstreams set many cookies).
-    pub response_head: HeadLimits,
-}
+/// How long the upstream may stay silent after a request with `Expect: 100-continue` before the body is sent
+/// anyway (RFC 9110 §10.1.1; curl waits as long).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+/// After the upstream stopped taking a request body, how long to look for the answer it may have sent first.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(2);
 
-impl Default for PoolLimits {
-    fn default() -> Self {
-        PoolLimits {
-            max_idle_per_upstream: 8,
-            idle_time: Duration::from_secs(4),
-            response_head: HeadLimits {
-                max_bytes: 32 * 1024,
-                max_headers: 128,
-            },
-        }
-    }
-}
-
-/// A connection to an upstream: plain TCP or TLS.
-pub enum UpstreamStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_close(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
-}
-
-type UpstreamConn = Conn<UpstreamStream>;
-
-struct Idle {
-    conn: UpstreamConn,
-    expires: Instant,
-}
-
-/// Kept-alive upstream connections, per upstream (scheme, host, port). Single-threaded: lives on the executor.
-pub struct Pool {
-    limits: PoolLimits,
-    tls: Option<Arc<ClientConfig>>,
-    idle: RefCell<HashMap<String, Vec<Idle>>>,
-    connects: Cell<u64>,
-}
-
-impl fmt::Debug for Pool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool")
-            .field("idle", &self.idle_count())
-            .field("connects", &self.connects.get())
-            .finish()
-    }
-}
-
-impl Pool {
-    /// `tls`: the client configuration for https upstreams (`tls::client_config()`); None refuses https upstreams.
-    #[allow(dead_code)] // used by main.rs
-    pub fn new(limits: PoolLimits, tls: Option<Arc<ClientConfig>>) -> Pool {
-        Pool {
-            limits,
-            tls,
-            idle: RefCell::new(HashMap::new()),
-            connects: Cell::new(0),
-        }
-    }
-
-    pub fn limits(&self) -> &PoolLimits {
-        &self.limits
-    }
-
-    /// New upstream connections made so far.
-    #[allow(dead_code)] // for tests and a future status page
-    pub fn connects(&self) -> u64 {
-        self.connects.get()
-    }
-
-    /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
-    }
-
-    /// Drops idle connections past their time.
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut idle = self.idle.borrow_mut();
-        idle.values_mut()
-            .for_each(|list| list.retain(|c| c.expires > now));
-        idle.retain(|_, list| !list.is_empty());
-    }
-
-    /// The most recently used live idle connection to `key`, if any.
-    async fn take(&self, key: &str) -> Option<UpstreamConn> {
-        let now = Instant::now();
-        loop {
-            let entry = self.idle.borrow_mut().get_mut(key)?.pop()?;
-            let mut conn = entry.conn;
-            if entry.expires > now && still_open(&mut conn).await {
-                return Some(conn);
-            }
-        }
-    }
-
-    fn put(&self, key: String, mut conn: UpstreamConn, keep_alive_hint: Option<Duration>) {
-        conn.release_if_empty();
-        if !conn.buffered().is_empty() {
-            return; // bytes after the response: the connection is not in a state we understand
-        }
-        // Leave a margin under the upstream's own announced timeout.
-        let time = match keep_alive_hint {
-            Some(hint) => self
-                .limits
-                .idle_time
-                .min(hint.saturating_sub(Duration::from_secs(1))),
-            None => self.limits.idle_time,
-        };
-        if time.is_zero() || self.limits.max_idle_per_upstream == 0 {
-            return;
-        }
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(key).or_default();
-        if list.len() >= self.limits.max_idle_per_upstream {
-            list.remove(0); // the oldest goes
-        }
-        list.push(Idle {
-            conn,
-            expires: Instant::now() + time,
-        });
-    }
-
-    async fn connect(&self, up: &Upstream, limit: Duration) -> Result<UpstreamConn, ForwardError> {
-        let tls = match (up.https, &self.tls) {
-            (true, None) => return Err(ForwardError::NoTlsClient),
-            (true, Some(cfg)) => Some(cfg.clone()),
-            (false, _) => None,
-        };
-        let connect = async {
-            let tcp = TcpStream::connect((up.host.as_str(), up.port))
-                .await
-                .map_err(ForwardError::Connect)?;
-            let _ = tcp.set_nodelay(true);
-            let stream = match tls {
-                None => UpstreamStream::Plain(tcp),
-                Some(cfg) => {
-                    let name = ServerName::try_from(up.host.clone()).map_err(|_| {
-                        ForwardError::Tls(format!("`{}` is not a valid TLS server name", up.host))
-                    })?;
-                    let tls = TlsConnector::from(cfg)
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| ForwardError::Tls(e.to_string()))?;
-                    UpstreamStream::Tls(Box::new(tls))
-                }
-            };
-            Ok(Conn::new(stream))
-        };
-        let conn = timeout(limit, connect)
-            .await
-            .ok_or(ForwardError::ConnectTimeout)??;
-        self.connects.set(self.connects.get() + 1);
-        Ok(conn)
-    }
-}
-
-/// A pooled connection that the upstream closed (or that has unexpected bytes) is not worth a try.
-async fn still_open(conn: &mut UpstreamConn) -> bool {
-    use smol::io::AsyncReadExt;
-    let mut probe = [0u8; 1];
-    // Pending: nothing to read and not closed, the healthy idle state.
-    smol::future::poll_once(conn.get_mut().read(&mut probe))
-        .await
-        .is_none()
-}
-
-fn pool_key(up: &Upstream) -> String {
-    format!(
-        "{}://{}:{}",
-        if up.https { "https" } else { "http" },
-        up.host,
-        up.port
-    )
+/// Is this request a WebSocket opening handshake (RFC 6455 §4.1)? `Connection` is a token list
+/// (`keep-alive, Upgrade`), and both headers compare case-insensitively.
+pub fn wants_websocket(head: &RequestHead) -> bool {
+    head.version == Version::Http11
+        && head.method == "GET"
+        && head.headers.has_token("connection", "upgrade")
+        && head.headers.has_token("upgrade", "websocket")
 }
 
 /// Why a request could not be forwarded.
@@ -364,11 +169,19 @@ fn idempotent(method: &str) -> bool {
     )
 }
 
-/// The request head sent upstream: always HTTP/1.1, framing set from the client's body.
-fn upstream_head(plan: &ForwardPlan, body: BodyKind) -> RequestHead {
+/// The request head sent upstream: always HTTP/1.1, framing set from the client's body. `expect`: the client waits
+/// for `100 Continue` before its body, so the upstream is asked for it.
+fn upstream_head(plan: &ForwardPlan, body: BodyKind, expect: bool) -> RequestHead {
     let mut headers = plan.headers.clone();
     strip_hop_by_hop(&mut headers);
-    headers.remove("expect"); // postern answers 100-continue itself
+    headers.remove("expect");
+    if expect {
+        headers.append("expect", "100-continue");
+    }
+    if plan.websocket {
+        headers.append("connection", "upgrade");
+        headers.append("upgrade", "websocket");
+    }
     if !headers.contains("host") {
         headers.append("host", plan.upstream.authority.clone());
     }
@@ -427,7 +240,7 @@ where
                     "forwarding {} {} to {}: {e}",
                     plan.method,
                     path_only(&plan.target),
-                    pool_key(&plan.upstream)
+                    plan.upstream.url
                 );
                 let page = handler.error_page(Some(req), e.status(), &e.to_string());
                 let keep_alive = respond.keep_alive
@@ -445,6 +258,11 @@ where
             }
         };
 
+    if head.status == 101 {
+        drop(buf);
+        return open_tunnel(&plan, req, client, upstream, head, respond).await;
+    }
+
     let framing = match framing::response_body(&plan.method, &head) {
         Ok(f) => f,
         Err(e) => {
@@ -453,7 +271,7 @@ where
                 "forwarding {} {} to {}: {e}",
                 plan.method,
                 path_only(&plan.target),
-                pool_key(&plan.upstream)
+                plan.upstream.url
             );
             let page = handler.error_page(Some(req), e.status(), &e.to_string());
             return write_reply(client, page, respond).await;
@@ -471,7 +289,9 @@ where
     };
     let content_length = out.headers.get("content-length").map(str::to_string);
     strip_hop_by_hop(&mut out.headers);
-    let mut keep_alive = respond.keep_alive;
+    // An answer that came before the whole request body (a 413, or a final answer to Expect) ends the connection:
+    // the rest of the body is not worth reading.
+    let mut keep_alive = respond.keep_alive && body.is_done();
     let chunked_out = match framing {
         BodyKind::None => {
             // HEAD and 304 keep the length the body would have; 1xx and 204 must not carry one.
@@ -516,7 +336,7 @@ where
         client,
         chunked_out,
         &mut buf,
-        respond.io_timeout,
+        plan.idle_timeout,
     )
     .await;
     match result {
@@ -541,7 +361,7 @@ where
         Err(PumpError::Read(e)) => {
             log::warn!(
                 "upstream {} broke off a response body: {e}",
-                pool_key(&plan.upstream)
+                plan.upstream.url
             );
             Outcome {
                 status,
@@ -560,12 +380,109 @@ where
     }
 }
 
+/// The upstream switched protocols: pass its `101` on, then relay bytes both ways until the tunnel ends. Bytes
+/// either side sent before the switch was complete (the client's first frames, the upstream's first messages) are
+/// passed on first. The client connection is closed afterwards.
+async fn open_tunnel<S>(
+    plan: &ForwardPlan,
+    req: &Request,
+    client: &mut Conn<S>,
+    mut upstream: UpstreamConn,
+    head: ResponseHead,
+    respond: &Respond<'_>,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let closed = |bytes| Outcome {
+        status: 101,
+        bytes,
+        keep_alive: false,
+    };
+    let mut out = ResponseHead {
+        version: Version::Http11,
+        status: 101,
+        reason: head.reason,
+        headers: head.headers,
+    };
+    strip_hop_by_hop(&mut out.headers);
+    out.headers.append("upgrade", "websocket");
+    out.headers.append("connection", "Upgrade");
+    let mut bytes = Vec::with_capacity(512 + upstream.buffered().len());
+    encode::response_head(&out, &mut bytes);
+    let early_down = upstream.buffered().len();
+    bytes.extend_from_slice(upstream.buffered());
+    upstream.consume(early_down);
+    let early = client.buffered().to_vec();
+    client.consume(early.len());
+    let early_up = early.len() as u64;
+    let handover = async {
+        client.write_all(&bytes).await?;
+        client.flush().await?;
+        if !early.is_empty() {
+            upstream.write_all(&early).await?;
+            upstream.flush().await?;
+        }
+        Ok::<(), io::Error>(())
+    };
+    if let Err(e) = timeout(respond.io_timeout, handover)
+        .await
+        .unwrap_or_else(timed_out)
+    {
+        log::debug!("opening a tunnel for {}: {e}", req.peer);
+        return closed(0);
+    }
+    drop((bytes, early));
+    client.release_if_empty();
+    upstream.release_if_empty();
+    let until = plan.session_expires.map(|secs| {
+        Instant::now() + Duration::from_secs(secs.saturating_sub(crate::clock::now_secs()))
+    });
+    let report = tunnel::relay(
+        client.get_mut(),
+        upstream.get_mut(),
+        plan.idle_timeout,
+        until,
+    )
+    .await;
+    log::debug!(
+        "tunnel {} {} <-> {} ended: {} ({} bytes up, {} down)",
+        req.peer,
+        path_only(&plan.target),
+        plan.upstream.url,
+        report.end,
+        report.up + early_up,
+        report.down + early_down as u64
+    );
+    closed(report.down + early_down as u64)
+}
+
 fn timed_out<T>() -> io::Result<T> {
     Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
 }
 
+/// Runs `fut` within `limit`, or without one when `limit` is None.
+async fn within<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match limit {
+        Some(limit) => timeout(limit, fut).await,
+        None => Some(fut.await),
+    }
+}
+
 fn path_only(target: &str) -> &str {
     target.split(['?', '#']).next().unwrap_or("")
+}
+
+/// What an exchange has done with the client so far, across a retry.
+#[derive(Default)]
+struct ClientState {
+    /// The client asked for `100 Continue` before sending its body.
+    expects_continue: bool,
+    /// ... and postern has sent it.
+    continued: bool,
 }
 
 /// Sends the request (retrying once on a fresh connection when a reused one turns out stale and the request can be
@@ -583,10 +500,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let kind = body.kind();
+    let mut state = ClientState {
+        expects_continue: req.head.version == Version::Http11
+            && req.head.headers.has_token("expect", "100-continue")
+            && !body.is_done(),
+        continued: false,
+    };
     let mut head_bytes = Vec::with_capacity(1024);
-    encode::request_head(&upstream_head(plan, kind), &mut head_bytes);
-    // Only a request with no body can be sent twice: a streamed body is gone once sent.
-    let replayable = idempotent(&plan.method) && kind.is_empty();
+    encode::request_head(
+        &upstream_head(plan, kind, state.expects_continue),
+        &mut head_bytes,
+    );
     let key = pool_key(&plan.upstream);
     let mut fresh_only = false;
     loop {
@@ -599,23 +523,33 @@ where
             Some(conn) => (conn, true),
             None => (pool.connect(&plan.upstream, plan.timeout).await?, false),
         };
-        let limits = &pool.limits.response_head;
-        match send(
+        let limits = &pool.limits().response_head;
+        let sent = send(
             &mut conn,
             &head_bytes,
             limits,
             plan,
-            req,
             client,
             body,
             buf,
             respond,
+            &mut state,
         )
-        .await
-        {
+        .await;
+        match sent {
             Ok(head) => return Ok((conn, head)),
-            Err(e) if reused && replayable && e.stale_connection() => {
-                log::debug!("reused connection to {key} was stale ({e}); retrying on a fresh one");
+            // Replayed only when nothing of it can have been acted on twice: an idempotent method, and no body byte
+            // taken from the client yet (none, or still held back by Expect).
+            Err(e)
+                if reused
+                    && e.stale_connection()
+                    && idempotent(&plan.method)
+                    && body.bytes_read() == 0 =>
+            {
+                log::debug!(
+                    "reused connection to {} was stale ({e}); retrying on a fresh one",
+                    plan.upstream.url
+                );
                 fresh_only = true;
             }
             Err(e) => return Err(e),
@@ -629,11 +563,11 @@ async fn send<S>(
     head_bytes: &[u8],
     limits: &HeadLimits,
     plan: &ForwardPlan,
-    req: &Request,
     client: &mut Conn<S>,
     body: &mut BodyReader,
     buf: &mut [u8],
     respond: &Respond<'_>,
+    state: &mut ClientState,
 ) -> Result<ResponseHead, ForwardError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -641,10 +575,16 @@ where
     conn.write_all(head_bytes)
         .await
         .map_err(ForwardError::Send)?;
+    conn.flush().await.map_err(ForwardError::Send)?;
     if !body.is_done() {
-        if req.head.version == Version::Http11
-            && req.head.headers.has_token("expect", "100-continue")
-        {
+        if state.expects_continue && !state.continued {
+            // The upstream's 100 lets the body through; its final answer instead (413, 401...) is the client's.
+            match timeout(CONTINUE_WAIT, read_head(conn, limits)).await {
+                None => {} // a silent upstream gets the body anyway
+                Some(Ok(head)) if head.status < 200 => {}
+                Some(Ok(head)) => return Ok(head),
+                Some(Err(e)) => return Err(e),
+            }
             let sent = timeout(
                 respond.io_timeout,
                 client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"),
@@ -654,38 +594,105 @@ where
                 return Err(ForwardError::ClientBody(BodyError::UnexpectedEof));
             }
             let _ = client.flush().await;
+            state.continued = true;
         }
         let chunked = matches!(body.kind(), BodyKind::Chunked);
-        pump(body, client, conn, chunked, buf, respond.io_timeout)
-            .await
-            .map_err(|e| match e {
-                PumpError::Read(e) => ForwardError::ClientBody(e),
-                PumpError::Write(e) => ForwardError::Send(e),
-            })?;
-    }
-    conn.flush().await.map_err(ForwardError::Send)?;
-    let wait = async {
-        loop {
-            let head = conn.read_response_head(limits).await.map_err(|e| match e {
-                HeadError::Eof => ForwardError::Closed("end of stream".into()),
-                HeadError::Io(e) => ForwardError::Closed(e.to_string()),
-                other => ForwardError::BadResponse(other.to_string()),
-            })?;
-            match head.status {
-                // Interim responses (100, 102, 103) are dropped; the client gets our own 100 when it asked.
-                100..=199 if head.status != 101 => continue,
-                101 => {
-                    return Err(ForwardError::BadResponse(
-                        "101 Switching Protocols to a request without Upgrade".into(),
-                    ))
+        match pump(body, client, conn, chunked, buf, plan.idle_timeout).await {
+            Ok(_) => {}
+            Err(PumpError::Read(e)) => return Err(ForwardError::ClientBody(e)),
+            Err(PumpError::Write(e)) => {
+                // An upstream that stops taking the body has often answered first (413 Content Too Large): that
+                // answer, not a 502, is what the client should see.
+                if let Some(Ok(head)) =
+                    timeout(EARLY_ANSWER_WAIT, final_head(conn, limits, plan.websocket)).await
+                {
+                    return Ok(head);
                 }
-                _ => return Ok(head),
+                return Err(ForwardError::Send(e));
             }
         }
-    };
-    timeout(plan.timeout, wait)
+    }
+    conn.flush().await.map_err(ForwardError::Send)?;
+    timeout(plan.timeout, final_head(conn, limits, plan.websocket))
         .await
         .ok_or(ForwardError::ResponseTimeout(plan.timeout))?
+}
+
+/// The next response head, interim or final.
+async fn read_head(
+    conn: &mut UpstreamConn,
+    limits: &HeadLimits,
+) -> Result<ResponseHead, ForwardError> {
+    conn.read_response_head(limits).await.map_err(|e| match e {
+        HeadError::Eof => ForwardError::Closed("end of stream".into()),
+        HeadError::Io(e) => ForwardError::Closed(e.to_string()),
+        other => ForwardError::BadResponse(other.to_string()),
+    })
+}
+
+/// The final response head. Interim responses (100, 102, 103) are dropped: the client got its own 100 when it
+/// asked. A 101 is final only for a WebSocket handshake.
+async fn final_head(
+    conn: &mut UpstreamConn,
+    limits: &HeadLimits,
+    websocket: bool,
+) -> Result<ResponseHead, ForwardError> {
+    loop {
+        let head = read_head(conn, limits).await?;
+        match head.status {
+            101 if websocket => {
+                if head.headers.has_token("upgrade", "websocket") {
+                    return Ok(head);
+                }
+                return Err(ForwardError::BadResponse(
+                    "101 Switching Protocols to something other than websocket".into(),
+                ));
+            }
+            101 => {
+                return Err(ForwardError::BadResponse(
+                    "101 Switching Protocols to a request without Upgrade".into(),
+                ))
+            }
+            100..=199 => continue,
+            _ => return Ok(head),
+        }
+    }
+}
+
+/// Trailer fields passed on: never framing, hop-by-hop, routing, credential or identity fields (RFC 9110 §6.5.1
+/// lets a recipient drop any; these could mean something different once merged into the head).
+fn trailer_passes(name: &str) -> bool {
+    !HOP_BY_HOP.contains(&name)
+        && !matches!(
+            name,
+            "host"
+                | "expect"
+                | "cookie"
+                | "set-cookie"
+                | "authorization"
+                | "proxy-authorization"
+                | "content-encoding"
+                | "content-type"
+                | "content-range"
+                | "location"
+        )
+        && !crate::rewrite::is_identity_header(name)
+}
+
+/// The last chunk, with the trailer fields that may pass.
+fn last_chunk(trailers: Vec<(String, String)>) -> Vec<u8> {
+    if !trailers.iter().any(|(n, _)| trailer_passes(n)) {
+        return LAST_CHUNK.to_vec();
+    }
+    let mut out = b"0\r\n".to_vec();
+    for (name, value) in trailers.iter().filter(|(n, _)| trailer_passes(n)) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 #[derive(Debug)]
@@ -694,15 +701,17 @@ enum PumpError {
     Write(io::Error),
 }
 
-/// Streams a body from `from` to `to` through `buf`, re-framing it as chunked when `chunked`. Returns the body bytes
-/// copied. Each read and write is bounded by `io_timeout`, so a stalled peer frees the task.
+/// Streams a body from `from` to `to` through `buf`, re-framing it as chunked when `chunked`, and flushing each
+/// piece as it comes (Server-Sent Events must not wait for a full buffer). Returns the body bytes copied. A read or
+/// write that waits longer than `idle` fails, so a stalled peer frees the task; a body that keeps moving is never
+/// cut.
 async fn pump<R, W>(
     reader: &mut BodyReader,
     from: &mut Conn<R>,
     to: &mut Conn<W>,
     chunked: bool,
     buf: &mut [u8],
-    io_timeout: Duration,
+    idle: Option<Duration>,
 ) -> Result<u64, PumpError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
@@ -710,16 +719,23 @@ where
 {
     let room = buf.len().saturating_sub(CHUNK_PREFIX + CHUNK_SUFFIX);
     let mut total = 0u64;
+    let mut last: Vec<u8>;
+    let mut pieces = 0u32;
     loop {
+        pieces += 1;
+        if pieces == PIECES_PER_YIELD {
+            pieces = 0;
+            smol::future::yield_now().await;
+        }
         let data = buf
             .get_mut(CHUNK_PREFIX..CHUNK_PREFIX + room)
             .unwrap_or(&mut []);
-        let n = match timeout(io_timeout, reader.read(from, data)).await {
+        let n = match within(idle, reader.read(from, data)).await {
             Some(r) => r.map_err(PumpError::Read)?,
             None => {
                 return Err(PumpError::Read(BodyError::Io(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "timed out",
+                    "no byte within the idle timeout",
                 ))))
             }
         };
@@ -727,7 +743,8 @@ where
             if !chunked {
                 return Ok(total);
             }
-            LAST_CHUNK
+            last = last_chunk(reader.take_trailers());
+            &last
         } else if chunked {
             let range = encode::frame_chunk(buf, n).unwrap_or(0..0);
             buf.get(range).unwrap_or(&[])
@@ -738,7 +755,7 @@ where
             to.write_all(bytes).await?;
             to.flush().await
         };
-        timeout(io_timeout, write)
+        within(idle, write)
             .await
             .unwrap_or_else(timed_out)
             .map_err(PumpError::Write)?;
@@ -791,6 +808,9 @@ mod tests {
             target: "/x?y=1".into(),
             headers: h,
             timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            websocket: false,
+            session_expires: None,
         }
     }
 
@@ -811,7 +831,7 @@ mod tests {
                     ("x-a", "b"),
                 ],
             );
-            let head = upstream_head(&p, *kind);
+            let head = upstream_head(&p, *kind, false);
             assert_eq!(head.headers.get("content-length"), *cl, "{method} {kind:?}");
             assert_eq!(
                 head.headers.get("transfer-encoding"),
@@ -822,7 +842,11 @@ mod tests {
             assert_eq!(head.headers.get("host"), Some("app:8080"));
             assert_eq!(head.version, Version::Http11);
         }
-        let head = upstream_head(&plan("GET", &[("host", "kept.example")]), BodyKind::None);
+        let head = upstream_head(
+            &plan("GET", &[("host", "kept.example")]),
+            BodyKind::None,
+            false,
+        );
         assert_eq!(head.headers.get("host"), Some("kept.example"));
     }
 
@@ -860,6 +884,161 @@ mod tests {
                 "{version:?} {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn websocket_handshake_table() {
+        type Case<'a> = (&'a str, Version, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                true,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[
+                    ("connection", "keep-alive, Upgrade"),
+                    ("upgrade", "WebSocket"),
+                ],
+                true,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                true,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[
+                    ("connection", "keep-alive"),
+                    ("connection", "Upgrade"),
+                    ("upgrade", "websocket"),
+                ],
+                true,
+            ),
+            ("GET", Version::Http11, &[("upgrade", "websocket")], false),
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "Upgrade"), ("upgrade", "h2c")],
+                false,
+            ),
+            (
+                "GET",
+                Version::Http11,
+                &[("connection", "Upgrades"), ("upgrade", "websocket")],
+                false,
+            ),
+            (
+                "POST",
+                Version::Http11,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                false,
+            ),
+            (
+                "GET",
+                Version::Http10,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                false,
+            ),
+        ];
+        for (method, version, fields, want) in cases {
+            let mut h = Headers::default();
+            for (n, v) in fields.iter() {
+                h.append(n, *v);
+            }
+            let head = RequestHead {
+                method: method.to_string(),
+                target: "/ws".into(),
+                version: *version,
+                headers: h,
+            };
+            assert_eq!(
+                wants_websocket(&head),
+                *want,
+                "{method} {version:?} {fields:?}"
+            );
+        }
+        // Sent upstream, the handshake carries exactly one pair of upgrade headers.
+        let mut p = plan(
+            "GET",
+            &[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "WebSocket"),
+                ("sec-websocket-key", "k"),
+            ],
+        );
+        p.websocket = true;
+        let head = upstream_head(&p, BodyKind::None, false);
+        assert_eq!(
+            head.headers.get_all("connection").collect::<Vec<_>>(),
+            ["upgrade"]
+        );
+        assert_eq!(
+            head.headers.get_all("upgrade").collect::<Vec<_>>(),
+            ["websocket"]
+        );
+        assert_eq!(head.headers.get("sec-websocket-key"), Some("k"));
+    }
+
+    #[test]
+    fn trailers_that_pass_table() {
+        let t = |fields: &[(&str, &str)]| {
+            let v = fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            String::from_utf8(last_chunk(v)).unwrap()
+        };
+        assert_eq!(t(&[]), "0\r\n\r\n");
+        assert_eq!(
+            t(&[
+                ("x-checksum", "abc"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+                ("host", "evil"),
+                ("x-pomerium-claim-email", "admin@example.com"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("cookie", "a=b"),
+                ("server-timing", "db;dur=53"),
+            ]),
+            "0\r\nx-checksum: abc\r\nserver-timing: db;dur=53\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_body_whose_sides_are_always_ready_still_lets_other_tasks_run() {
+        use crate::tunnel::tests::Eager;
+        let ex = smol::LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            let size = 64u64 << 20;
+            let mut from = Conn::new(Eager {
+                left: size as usize,
+            });
+            let mut to = Conn::new(Eager { left: 0 });
+            let mut reader = BodyReader::new(BodyKind::Length(size));
+            let mut buf = vec![0u8; COPY_BUF + CHUNK_PREFIX + CHUNK_SUFFIX];
+            let done = Rc::new(std::cell::Cell::new(false));
+            let ticks = Rc::new(std::cell::Cell::new(0u32));
+            let (d, t) = (done.clone(), ticks.clone());
+            let other = ex.spawn(async move {
+                while !d.get() {
+                    t.set(t.get() + 1);
+                    smol::future::yield_now().await;
+                }
+            });
+            let moved = pump(&mut reader, &mut from, &mut to, false, &mut buf, None).await;
+            done.set(true);
+            other.await;
+            assert_eq!(moved.unwrap(), size);
+            // 4096 pieces, a yield every 64: the other task ran about 64 times meanwhile.
+            assert!(ticks.get() > 32, "the other task ran {} times", ticks.get());
+        }));
     }
 
     #[test]

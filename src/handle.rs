@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use crate::authn::Authn;
 use crate::config::Config;
-use crate::forward::ForwardPlan;
+use crate::forward::{self, ForwardPlan};
 use crate::http::Request;
 use crate::pages;
 use crate::reply::Reply;
@@ -323,6 +323,15 @@ impl App {
         target: &Target,
         session: Option<&Session>,
     ) -> Decision {
+        let user = session.map(|s| s.email.clone());
+        // A WebSocket handshake is never sent on as a plain request: either the route allows the tunnel, or no.
+        let websocket = forward::wants_websocket(&req.head);
+        if websocket && !route.allow_websockets {
+            return Decision {
+                action: Action::Reply(pages::websockets_disabled(Some(req), &origin.authority())),
+                user,
+            };
+        }
         let headers =
             crate::rewrite::upstream_headers(req, route, origin, &self.rewrite_settings(), session);
         let plan = ForwardPlan {
@@ -333,10 +342,13 @@ impl App {
             timeout: route
                 .timeout
                 .unwrap_or(self.config.default_upstream_timeout),
+            idle_timeout: route.idle_timeout,
+            websocket,
+            session_expires: session.map(|s| s.expires),
         };
         Decision {
             action: Action::Forward(plan),
-            user: session.map(|s| s.email.clone()),
+            user,
         }
     }
 }

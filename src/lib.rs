@@ -21,6 +21,7 @@ mod http;
 mod logger;
 mod pages;
 mod path;
+mod pool;
 mod reply;
 mod rewrite;
 mod route;
@@ -29,6 +30,7 @@ mod server;
 mod session;
 mod tls;
 mod trust;
+mod tunnel;
 
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
@@ -247,8 +249,8 @@ fn run(cfg: config::Config) -> ExitCode {
             cfg.authenticate_url
         );
         let tls = cfg.tls.clone();
-        let pool = Rc::new(forward::Pool::new(
-            forward::PoolLimits::default(),
+        let pool = Rc::new(pool::Pool::new(
+            pool::PoolLimits::default(),
             Some(tls::client_config()),
         ));
         let opts = Rc::new(server::ServerOptions {

@@ -31,7 +31,7 @@ const FORWARDING_HEADERS: &[&str] = &[
     "x-real-ip",
 ];
 
-fn is_identity_header(name: &str) -> bool {
+pub(crate) fn is_identity_header(name: &str) -> bool {
     IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
         || IDENTITY_HEADERS.contains(&name)
         || FORWARDING_HEADERS.contains(&name)
@@ -84,6 +84,14 @@ pub fn upstream_headers(
         route.to.authority.clone()
     };
     headers.set("host", host);
+    if !route.preserve_host_header {
+        if let Some(dest) = headers
+            .get("destination")
+            .and_then(|d| upstream_destination(d, origin, route))
+        {
+            headers.set("destination", dest);
+        }
+    }
 
     let received: Vec<&str> = req.head.headers.get_all("x-forwarded-for").collect();
     let (xff, client) = crate::trust::forwarded_for(settings.trusted, req.peer.ip(), &received);
@@ -123,9 +131,76 @@ pub fn upstream_headers(
     headers
 }
 
+/// WebDAV's COPY and MOVE name their target in `Destination` as a full URL, and servers check that it is on
+/// their own host. When postern rewrites Host to the upstream's, the app would see a foreign URL and refuse (502),
+/// so a Destination on this route's public origin is rewritten to the upstream's scheme and authority; its path
+/// and query are kept byte for byte. Any other Destination (another host, a bare path) is left as sent.
+fn upstream_destination(dest: &str, origin: &Origin, route: &Route) -> Option<String> {
+    let (scheme, rest) = dest.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = crate::route::normalize_host(authority)?;
+    if !origin.matches(&host, port) {
+        return None;
+    }
+    let to = &route.to;
+    let path = if path.is_empty() { "/" } else { path };
+    Some(format!(
+        "{}://{}{path}",
+        if to.https { "https" } else { "http" },
+        to.authority
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destination_table() {
+        let origin = Origin {
+            https: true,
+            host: "dav.example.com".into(),
+            port: 443,
+        };
+        let mut route = crate::route::tests::route_for_tests();
+        route.to = std::rc::Rc::new(crate::route::Upstream::new(
+            false,
+            "127.0.0.1".into(),
+            8080,
+            "http://127.0.0.1:8080".into(),
+        ));
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                "https://dav.example.com/a/b%20c.txt",
+                Some("http://127.0.0.1:8080/a/b%20c.txt"),
+            ),
+            (
+                "https://DAV.example.com:443/x?y=1",
+                Some("http://127.0.0.1:8080/x?y=1"),
+            ),
+            ("http://dav.example.com./x", Some("http://127.0.0.1:8080/x")),
+            ("https://dav.example.com", Some("http://127.0.0.1:8080/")),
+            ("https://other.example.com/x", None),
+            ("https://dav.example.com:8443/x", None),
+            ("https://user@dav.example.com/x", None),
+            ("/relative/path", None),
+            ("ftp://dav.example.com/x", None),
+        ];
+        for (dest, want) in cases {
+            assert_eq!(
+                upstream_destination(dest, &origin, &route).as_deref(),
+                *want,
+                "{dest}"
+            );
+        }
+    }
 
     #[test]
     fn identity_headers_are_recognised_whatever_the_case_was() {

@@ -240,10 +240,16 @@ pub struct Route {
     pub remove_request_headers: Vec<String>,
     /// Time to the upstream's response head; `None` means DEFAULT_UPSTREAM_TIMEOUT.
     pub timeout: Option<Duration>,
+    /// Longest pause between two bytes of a streamed body or a WebSocket tunnel (`idle_timeout`, default
+    /// `DEFAULT_IDLE_TIMEOUT`); `None`: no limit (`idle_timeout: 0s`).
+    pub idle_timeout: Option<Duration>,
     pub allow_websockets: bool,
     pub cors_allow_preflight: bool,
     pub pass_identity_headers: bool,
 }
+
+/// A route's `idle_timeout` when the policy sets none (Pomerium's default too).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Who is asking, as the session says.
 #[allow(dead_code)] // built by handle.rs from the session
@@ -421,8 +427,18 @@ fn parse_port(p: &str) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A route to http://127.0.0.1:9001 from https://app.example.com that lets nobody in, for other modules' tests.
+    pub(crate) fn route_for_tests() -> Route {
+        route(
+            1,
+            origin(true, "app.example.com", 443),
+            PathRule::Any,
+            Access::default(),
+        )
+    }
 
     fn origin(https: bool, host: &str, port: u16) -> Origin {
         Origin {
@@ -448,6 +464,7 @@ mod tests {
             set_request_headers: Vec::new(),
             remove_request_headers: Vec::new(),
             timeout: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             allow_websockets: false,
             cors_allow_preflight: false,
             pass_identity_headers: false,

@@ -20,10 +20,11 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
-use crate::forward::{forward, ForwardPlan, Pool};
+use crate::forward::{forward, ForwardPlan};
 use crate::http::body::BodyReader;
 use crate::http::conn::{Conn, HeadLimits};
 use crate::http::{date, encode, framing, Headers, Request, RequestHead, ResponseHead, Version};
+use crate::pool::Pool;
 use crate::reply::Reply;
 
 /// What the request path decides for one request.
@@ -305,9 +306,36 @@ where
         access_log(&req, &outcome, decision.user.as_deref(), started);
         if !keep_alive {
             let _ = timeout(Duration::from_secs(1), conn.close()).await;
+            if !body.is_done() {
+                Box::pin(linger(&mut conn)).await;
+            }
             return;
         }
     }
+}
+
+/// Bytes of an unwanted request body read and dropped after the response, before the connection is closed.
+const LINGER_BYTES: u64 = 4 << 20;
+/// How long that may take.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// A client still sending a body when postern answered and closed (an early 413) would get a reset that can destroy
+/// the answer before it is read; reading what it still sends for a moment lets the answer arrive (as nginx's
+/// lingering close does).
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>) {
+    use smol::io::AsyncReadExt;
+    let mut sink = vec![0u8; 4096]; // on the heap: this runs rarely, and the connection task stays small
+    let mut dropped = conn.buffered().len() as u64;
+    conn.consume(conn.buffered().len());
+    let drain = async {
+        while dropped < LINGER_BYTES {
+            match conn.get_mut().read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n as u64,
+            }
+        }
+    };
+    let _ = timeout(LINGER_TIME, drain).await;
 }
 
 /// Answers a request whose head could not be read, and logs it.

@@ -6,6 +6,7 @@
 use futures_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use futures_rustls::rustls::client::WantsClientCert;
 use futures_rustls::rustls::crypto::ring::default_provider;
 use futures_rustls::rustls::crypto::{
     verify_tls12_signature, verify_tls13_signature, CryptoProvider,
@@ -14,7 +15,8 @@ use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use futures_rustls::rustls::pki_types::{ServerName, UnixTime};
 use futures_rustls::rustls::{
-    ClientConfig, DigitallySignedStruct, Error, RootCertStore, ServerConfig, SignatureScheme,
+    ClientConfig, ConfigBuilder, DigitallySignedStruct, Error, RootCertStore, ServerConfig,
+    SignatureScheme,
 };
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -125,17 +127,36 @@ pub fn client_config_with(
     (Arc::new(config), problem)
 }
 
+/// A client certificate chain and its key, shown to an upstream that asks for one (tls_client_cert/tls_client_key).
+pub type ClientAuth = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// The client configuration for one https upstream that needs its own: extra trust roots (tls_custom_ca) or no
 /// certificate check at all (tls_skip_verify). Built once at load; other upstreams share `client_config()`.
 pub fn upstream_client_config(
     custom_ca: &[CertificateDer<'static>],
     skip_verify: bool,
 ) -> Arc<ClientConfig> {
-    if !skip_verify {
-        let extra = std::env::var_os("SSL_CERT_FILE");
-        let (config, _) = client_config_with(extra.as_deref().map(Path::new), custom_ca);
-        return config;
-    }
+    finish(upstream_trust(custom_ca, skip_verify).with_no_client_auth())
+}
+
+/// As `upstream_client_config`, showing a client certificate to the upstream (tls_client_cert/tls_client_key).
+/// Err: the certificate and key do not go together (the text says why).
+pub fn upstream_client_config_with_cert(
+    custom_ca: &[CertificateDer<'static>],
+    skip_verify: bool,
+    (certs, key): ClientAuth,
+) -> Result<Arc<ClientConfig>, String> {
+    let config = upstream_trust(custom_ca, skip_verify)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| format!("a certificate and key that go together ({e})"))?;
+    Ok(finish(config))
+}
+
+/// How an upstream's certificate is checked: the built-in roots, SSL_CERT_FILE and `custom_ca`, or not at all.
+fn upstream_trust(
+    custom_ca: &[CertificateDer<'static>],
+    skip_verify: bool,
+) -> ConfigBuilder<ClientConfig, WantsClientCert> {
     let provider = Arc::new(default_provider());
     let builder = match ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -143,10 +164,27 @@ pub fn upstream_client_config(
         Ok(b) => b,
         Err(_) => ClientConfig::builder(),
     };
-    let mut config = builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
-        .with_no_client_auth();
+    if skip_verify {
+        return builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)));
+    }
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+        if let Ok(certs) = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| parse_certs(&pem))
+        {
+            roots.add_parsable_certificates(certs);
+        }
+    }
+    roots.add_parsable_certificates(custom_ca.iter().cloned());
+    builder.with_root_certificates(roots)
+}
+
+fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
@@ -287,6 +325,17 @@ pub(crate) mod tests {
         assert!(handshake(upstream_client_config(&ca, false), "other.internal").is_err());
         // tls_skip_verify: any certificate, any name.
         assert!(handshake(upstream_client_config(&[], true), "other.internal").is_ok());
+    }
+
+    #[test]
+    fn client_certificate_must_match_its_key() {
+        let cert = || parse_certs(CERT_A.as_bytes()).unwrap();
+        let good = parse_key(KEY_A.as_bytes()).unwrap();
+        let config = upstream_client_config_with_cert(&[], false, (cert(), good)).unwrap();
+        assert!(config.client_auth_cert_resolver.has_certs());
+        let bad = parse_key(KEY_B.as_bytes()).unwrap();
+        let e = upstream_client_config_with_cert(&[], false, (cert(), bad)).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub(crate) struct RouteRaw {
     tls_server_name: Option<Value>,
     tls_custom_ca: Option<Value>,
     tls_custom_ca_file: Option<Value>,
+    tls_client_cert: Option<Value>,
+    tls_client_key: Option<Value>,
+    tls_client_cert_file: Option<Value>,
+    tls_client_key_file: Option<Value>,
+    idle_timeout: Option<Value>,
     pass_identity_headers: Option<Value>,
 }
 
@@ -160,13 +165,10 @@ pub(crate) const UNSUPPORTED_POMERIUM_KEYS: &[&str] = &[
     "allowed_idp_claims",
     "host_rewrite",
     "host_rewrite_header",
-    "idle_timeout",
     "prefix_rewrite",
     "regex_rewrite_pattern",
     "regex_rewrite_substitution",
     "set_response_headers",
-    "tls_client_cert",
-    "tls_client_key",
     "tls_downstream_client_ca",
 ];
 
@@ -513,6 +515,114 @@ impl RouteCheck<'_> {
     }
 }
 
+impl RouteCheck<'_> {
+    /// One PEM value from its inline (base64 of PEM, as Pomerium takes it) or its `_file` form; never both.
+    fn pem_setting(
+        &mut self,
+        (key, inline): (&'static str, &Option<Value>),
+        (file_key, file): (&'static str, &Option<Value>),
+    ) -> Option<Vec<u8>> {
+        let inline = self.text(key, inline);
+        let file = self.text(file_key, file);
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.fail(
+                    key,
+                    format!("given alone, not together with {file_key}"),
+                    "both",
+                    None,
+                );
+                None
+            }
+            (Some(b64), None) => match secret::decode_base64(&b64) {
+                Ok(pem) => Some(pem),
+                Err(found) => {
+                    self.fail(
+                        key,
+                        "base64 of PEM",
+                        found,
+                        Some("encode the PEM file with `base64 -w0 FILE`, or use the _file form"),
+                    );
+                    None
+                }
+            },
+            (None, Some(path)) => match std::fs::read(PathBuf::from(&path)) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    self.fail(
+                        file_key,
+                        "a readable PEM file",
+                        format!("{}: {e}", shown(&path)),
+                        None,
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    /// tls_client_cert / tls_client_key (or their `_file` forms): both or neither.
+    fn client_auth(&mut self, raw: &RouteRaw) -> Option<tls::ClientAuth> {
+        let cert = self.pem_setting(
+            ("tls_client_cert", &raw.tls_client_cert),
+            ("tls_client_cert_file", &raw.tls_client_cert_file),
+        );
+        let key = self.pem_setting(
+            ("tls_client_key", &raw.tls_client_key),
+            ("tls_client_key_file", &raw.tls_client_key_file),
+        );
+        let cert_given = raw.tls_client_cert.is_some() || raw.tls_client_cert_file.is_some();
+        let key_given = raw.tls_client_key.is_some() || raw.tls_client_key_file.is_some();
+        match (cert_given, key_given) {
+            (true, false) => {
+                self.fail(
+                    "tls_client_cert",
+                    "given with tls_client_key (or tls_client_key_file)",
+                    "no key",
+                    None,
+                );
+                return None;
+            }
+            (false, true) => {
+                self.fail(
+                    "tls_client_key",
+                    "given with tls_client_cert (or tls_client_cert_file)",
+                    "no certificate",
+                    None,
+                );
+                return None;
+            }
+            _ => {}
+        }
+        let (cert, key) = (cert?, key?);
+        let certs = match tls::parse_certs(&cert) {
+            Ok(c) => c,
+            Err(found) => {
+                let k = if raw.tls_client_cert.is_some() {
+                    "tls_client_cert"
+                } else {
+                    "tls_client_cert_file"
+                };
+                self.fail(k, "a PEM certificate (chain)", found, None);
+                return None;
+            }
+        };
+        match tls::parse_key(&key) {
+            Ok(key) => Some((certs, key)),
+            Err(found) => {
+                let k = if raw.tls_client_key.is_some() {
+                    "tls_client_key"
+                } else {
+                    "tls_client_key_file"
+                };
+                self.fail(k, "a PEM private key", found, None);
+                None
+            }
+        }
+    }
+}
+
 /// What compiling a policy produced.
 pub(crate) struct Compiled {
     pub routes: Vec<Route>,
@@ -662,6 +772,22 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
                 }
             },
         };
+        let idle_timeout = match c.text("idle_timeout", &raw.idle_timeout) {
+            None => Some(crate::route::DEFAULT_IDLE_TIMEOUT),
+            Some(t) => match duration::parse(&t) {
+                Ok(d) if d.is_zero() => None,
+                Ok(d) => Some(d),
+                Err(why) => {
+                    c.fail(
+                        "idle_timeout",
+                        format!("a duration like 5m, or 0s for no limit ({why})"),
+                        shown(&t),
+                        None,
+                    );
+                    None
+                }
+            },
+        };
         let allow_websockets = c.bool("allow_websockets", &raw.allow_websockets);
         let cors_allow_preflight = c.bool("cors_allow_preflight", &raw.cors_allow_preflight);
         let pass_identity_headers = c.bool("pass_identity_headers", &raw.pass_identity_headers);
@@ -678,6 +804,7 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
             }
         }
         let tls_custom_ca = c.custom_ca(raw);
+        let client_auth = c.client_auth(raw);
         if c.errors.len() > before {
             continue;
         }
@@ -689,7 +816,11 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
             index + 1,
             from_text.as_deref().unwrap_or("?")
         );
-        if !to.https && (tls_skip_verify || tls_server_name.is_some() || !tls_custom_ca.is_empty())
+        if !to.https
+            && (tls_skip_verify
+                || tls_server_name.is_some()
+                || !tls_custom_ca.is_empty()
+                || client_auth.is_some())
         {
             warnings.push(format!(
                 "{label}: tls_* settings have no effect on the plain-http upstream {}",
@@ -708,8 +839,24 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
         }
         to.tls_server_name = tls_server_name;
         to.tls_skip_verify = tls_skip_verify;
-        if to.https && (tls_skip_verify || !tls_custom_ca.is_empty()) {
-            to.tls_config = Some(tls::upstream_client_config(&tls_custom_ca, tls_skip_verify));
+        if to.https && (tls_skip_verify || !tls_custom_ca.is_empty() || client_auth.is_some()) {
+            match client_auth {
+                None => {
+                    to.tls_config =
+                        Some(tls::upstream_client_config(&tls_custom_ca, tls_skip_verify))
+                }
+                Some(auth) => match tls::upstream_client_config_with_cert(
+                    &tls_custom_ca,
+                    tls_skip_verify,
+                    auth,
+                ) {
+                    Ok(config) => to.tls_config = Some(config),
+                    Err(expected) => {
+                        c.fail("tls_client_cert", expected, "a pair rustls refuses", None);
+                        continue;
+                    }
+                },
+            }
         }
         to.tls_custom_ca = tls_custom_ca;
         routes.push(Route {
@@ -722,6 +869,7 @@ pub(crate) fn compile(policy: &PolicyDoc, errors: &mut Vec<ConfigError>) -> Comp
             set_request_headers,
             remove_request_headers,
             timeout,
+            idle_timeout,
             allow_websockets,
             cors_allow_preflight,
             pass_identity_headers,

@@ -571,6 +571,30 @@ fn route_rules() {
             "  allowed_users: [a@b.c]\n  allow_websockets: sometimes\n",
             "`allow_websockets` must be true or false",
         ),
+        (
+            "  allowed_users: [a@b.c]\n  idle_timeout: forever\n",
+            "`idle_timeout` must be a duration like 5m, or 0s for no limit",
+        ),
+        (
+            "  allowed_users: [a@b.c]\n  tls_client_cert_file: /nonexistent/client.pem\n  tls_client_key_file: /nonexistent/client.key\n",
+            "`tls_client_cert_file` must be a readable PEM file",
+        ),
+        (
+            "  allowed_users: [a@b.c]\n  tls_client_cert: \"bm90IHBlbQ==\"\n  tls_client_key: \"bm90IHBlbQ==\"\n",
+            "`tls_client_cert` must be a PEM certificate (chain)",
+        ),
+        (
+            "  allowed_users: [a@b.c]\n  tls_client_cert: \"%%%\"\n  tls_client_key: \"bm90IHBlbQ==\"\n",
+            "`tls_client_cert` must be base64 of PEM",
+        ),
+        (
+            "  allowed_users: [a@b.c]\n  tls_client_key_file: /x.key\n",
+            "`tls_client_key` must be given with tls_client_cert",
+        ),
+        (
+            "  allowed_users: [a@b.c]\n  tls_client_cert: \"bm90IHBlbQ==\"\n  tls_client_cert_file: /x.pem\n  tls_client_key_file: /x.key\n",
+            "`tls_client_cert` must be given alone, not together with tls_client_cert_file",
+        ),
     ];
     for (extra, needle) in cases {
         let policy = format!("- from: https://a.example.com\n  to: https://b.example.com\n{extra}");
@@ -900,6 +924,9 @@ routes:
     tls_server_name: backend.internal
     tls_skip_verify: false
     tls_custom_ca_file: {crt}
+    tls_client_cert_file: {crt}
+    tls_client_key_file: {key}
+    idle_timeout: 0s
   - from: https://pub.example.com:8443
     to: http://[::1]:9002
     allow_public_unauthenticated_access: true
@@ -953,6 +980,13 @@ routes:
     );
     assert_eq!(admin.remove_request_headers, vec!["x-debug"]);
     assert_eq!(admin.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(admin.idle_timeout, Some(crate::route::DEFAULT_IDLE_TIMEOUT));
+    assert_eq!(app.idle_timeout, None, "idle_timeout: 0s is no limit");
+    assert!(app
+        .to
+        .tls_config
+        .as_ref()
+        .is_some_and(|c| c.client_auth_cert_resolver.has_certs()));
     assert_eq!(app.to.authority, "backend.example.com:8443");
     assert_eq!(app.to.tls_server_name.as_deref(), Some("backend.internal"));
     assert_eq!(app.to.tls_custom_ca.len(), 1);

@@ -11,7 +11,7 @@ use super::framing::BodyKind;
 
 /// Longest chunk-size line accepted (size plus extensions, which are skipped).
 const MAX_CHUNK_LINE: usize = 4096;
-/// Total bytes of trailer fields accepted (they are read and discarded).
+/// Total bytes of trailer fields accepted (kept for the forwarder to pass on, see `take_trailers`).
 const MAX_TRAILERS: usize = 8192;
 /// Read buffer bound while looking for a line end.
 const LINE_BUF: usize = MAX_CHUNK_LINE + 16;
@@ -73,6 +73,8 @@ pub struct BodyReader {
     kind: BodyKind,
     state: State,
     read: u64,
+    /// Trailer fields of a chunked body, lower-cased names; fields that could not be written back are dropped.
+    trailers: Vec<(String, String)>,
 }
 
 impl BodyReader {
@@ -87,6 +89,7 @@ impl BodyReader {
             kind,
             state,
             read: 0,
+            trailers: Vec::new(),
         }
     }
 
@@ -98,6 +101,11 @@ impl BodyReader {
     /// True once the whole body (and chunked trailers) has been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The trailer fields read so far (all of them once `is_done`), leaving none behind.
+    pub fn take_trailers(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.trailers)
     }
 
     /// Body bytes returned so far.
@@ -171,6 +179,9 @@ impl BodyReader {
                 State::Trailers(seen) => {
                     let line =
                         read_line(conn, MAX_TRAILERS.saturating_sub(seen).max(2), true).await?;
+                    if let Some(field) = trailer_field(conn.buffered().get(..line).unwrap_or(&[])) {
+                        self.trailers.push(field);
+                    }
                     conn.consume(line);
                     let seen = seen + line;
                     if line == 2 {
@@ -228,6 +239,16 @@ impl BodyReader {
         }
         Ok(true)
     }
+}
+
+/// `name: value` of one trailer line (with its CRLF); None for the blank line and for anything that is not a field
+/// that can be written back safely.
+fn trailer_field(line: &[u8]) -> Option<(String, String)> {
+    let line = std::str::from_utf8(line.strip_suffix(b"\r\n")?).ok()?;
+    let (name, value) = line.split_once(':')?;
+    let value = value.trim_matches([' ', '\t']);
+    (super::encode::valid_name(name) && super::encode::valid_value(value))
+        .then(|| (name.to_ascii_lowercase(), value.to_string()))
 }
 
 /// Reads at most `rest` bytes into `out`.
@@ -338,6 +359,23 @@ mod tests {
         let mut unread = rest;
         unread.extend_from_slice(&conn.get_ref().input[conn.get_ref().pos..]);
         (body, unread)
+    }
+
+    #[test]
+    fn trailers_are_kept_for_the_forwarder() {
+        let input = b"3\r\nabc\r\n0\r\nX-Checksum: sha256=1\r\nbad line\r\nX-Ok:\tv \r\n\r\nNEXT";
+        for step in [1, 3, 100] {
+            let mut conn = Conn::new(MockStream::stepped(input, step));
+            let mut r = BodyReader::new(BodyKind::Chunked);
+            let body = smol::block_on(r.read_to_end(&mut conn, 100)).unwrap();
+            assert_eq!(body, b"abc");
+            let want = [
+                ("x-checksum".to_string(), "sha256=1".to_string()),
+                ("x-ok".to_string(), "v".to_string()),
+            ];
+            assert_eq!(r.take_trailers(), want, "step {step}");
+            assert!(r.take_trailers().is_empty());
+        }
     }
 
     #[test]

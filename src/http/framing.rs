@@ -21,13 +21,6 @@ pub enum BodyKind {
     UntilClose,
 }
 
-impl BodyKind {
-    /// True when there is no body to read.
-    pub fn is_empty(self) -> bool {
-        matches!(self, BodyKind::None | BodyKind::Length(0))
-    }
-}
-
 /// Why a message's framing cannot be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FramingError {

@@ -137,6 +137,18 @@ pub fn unauthorized(req: Option<&Request>, sign_in_url: &str) -> Reply {
     )
 }
 
+/// 403: a WebSocket handshake on a route without `allow_websockets: true`.
+pub fn websockets_disabled(req: Option<&Request>, host: &str) -> Reply {
+    page(
+        req,
+        403,
+        "websockets_disabled",
+        "WebSockets are not enabled here",
+        &format!("This request opens a WebSocket, and WebSockets are not enabled on the route for {host}. Whoever runs this server can enable them with allow_websockets: true on that route."),
+        "",
+    )
+}
+
 pub fn bad_request(req: Option<&Request>, detail: &str) -> Reply {
     page(req, 400, "bad_request", "Bad request", detail, "")
 }

@@ -12,10 +12,11 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
 use super::*;
-use crate::forward::{ForwardPlan, Pool, PoolLimits};
+use crate::forward::ForwardPlan;
 use crate::http::body::BodyReader;
 use crate::http::conn::{Conn, HeadLimits};
 use crate::http::{framing, ResponseHead};
+use crate::pool::{Pool, PoolLimits};
 use crate::reply::Reply;
 use crate::route::Upstream;
 
@@ -40,6 +41,9 @@ impl Handler for TestHandler {
                 target: req.head.target.clone(),
                 headers: req.head.headers.clone(),
                 timeout: self.timeout,
+                idle_timeout: Some(Duration::from_secs(60)),
+                websocket: crate::forward::wants_websocket(&req.head),
+                session_expires: None,
             };
             Decision {
                 action: Action::Forward(plan),
@@ -76,11 +80,69 @@ async fn fake_upstream_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, 
         if die_next {
             return; // a request on a connection this upstream meant to close: dropped unanswered
         }
+        // Answers given before (or instead of) reading the request body.
+        match head.target.as_str() {
+            "/too-large" => {
+                // Refuses at once, body unread, and closes (a 413 from an upload limit).
+                let _ = conn
+                    .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+                    .await;
+                let _ = conn.flush().await;
+                Timer::after(Duration::from_millis(100)).await;
+                return;
+            }
+            "/expect-100" if head.headers.has_token("expect", "100-continue") => {
+                let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
+            "/ws" => {
+                // A WebSocket server: 101 and a first message in one write, then an echo of every byte.
+                let key = head
+                    .headers
+                    .get("sec-websocket-key")
+                    .unwrap_or("-")
+                    .to_string();
+                let upgrade = head.headers.get("upgrade").unwrap_or("-").to_string();
+                let reply = format!("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: for-{key}\r\n\r\nhi! upgrade={upgrade};");
+                if conn.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                loop {
+                    match conn.read_some(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
         let kind = framing::request_body(&head).expect("fake upstream: bad framing");
-        let body = BodyReader::new(kind)
+        let mut reader = BodyReader::new(kind);
+        let body = reader
             .read_to_end(&mut conn, 1 << 24)
             .await
             .expect("fake upstream: bad body");
+        if head.target == "/trailers" {
+            // Says which request trailers arrived, and sends its own (one of them a framing field).
+            let got: Vec<String> = reader
+                .take_trailers()
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            let text = format!("{} bytes; trailers {}", body.len(), got.join(" "));
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n{:x}\r\n{text}\r\n0\r\nx-checksum: abc\r\ncontent-length: 7\r\n\r\n",
+                text.len()
+            );
+            if conn.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         die_next = head.target.starts_with("/die-next");
         let reply: Vec<u8> = match head.target.as_str() {
             "/slow" => {
@@ -320,11 +382,152 @@ fn chunked_upload_arrives_intact() {
         c.write_all(b"hello").await.unwrap();
         let (h, b) = response(&mut c, "PUT").await;
         assert_eq!(h.status, 200);
+        // The expectation went upstream; this upstream stayed silent, so postern let the body through itself.
         assert!(
-            b.starts_with("PUT /sized conn=") && b.contains("te=- cl=5") && b.contains("expect=-"),
+            b.starts_with("PUT /sized conn=")
+                && b.contains("te=- cl=5")
+                && b.contains("expect=100-continue"),
             "{b}"
         );
         assert!(b.ends_with("\nhello"), "{b}");
+    });
+}
+
+#[test]
+fn expect_continue_follows_the_upstream() {
+    run(true, Duration::from_secs(5), |env| async move {
+        // The upstream says 100 at once: the client hears it without postern's one-second wait.
+        let started = std::time::Instant::now();
+        let mut c = connect(
+            env.addr,
+            b"PUT /expect-100 HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await;
+        let interim = c.read_response_head(&HeadLimits::default()).await.unwrap();
+        assert_eq!(interim.status, 100);
+        assert!(started.elapsed() < Duration::from_millis(800));
+        c.write_all(b"hello").await.unwrap();
+        let (h, b) = response(&mut c, "PUT").await;
+        assert_eq!(h.status, 200);
+        assert!(b.ends_with("\nhello"), "{b}");
+
+        // B23 (c): the upstream answers 413 before the body: that is the client's answer, with no 100 first, and
+        // the connection closes (the body was never sent).
+        let mut c = connect(
+            env.addr,
+            b"PUT /too-large HTTP/1.1\r\nHost: app\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await;
+        let (h, b) = response(&mut c, "PUT").await;
+        assert_eq!((h.status, b.as_str()), (413, "too large"));
+        assert_eq!(h.headers.get("connection"), Some("close"));
+        assert!(closed(&mut c).await);
+    });
+}
+
+#[test]
+fn trailers_pass_both_ways_filtered() {
+    run(true, Duration::from_secs(5), |env| async move {
+        let mut c = connect(
+            env.addr,
+            b"POST /trailers HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-Pomerium-Claim-Email: admin@example.com\r\nTransfer-Encoding: gzip\r\n\r\n",
+        )
+        .await;
+        let head = c.read_response_head(&HeadLimits::default()).await.unwrap();
+        assert_eq!(head.headers.get("transfer-encoding"), Some("chunked"));
+        let mut reader = BodyReader::new(framing::response_body("POST", &head).unwrap());
+        let body = reader.read_to_end(&mut c, 1 << 16).await.unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "3 bytes; trailers x-sum=1"
+        );
+        assert_eq!(
+            reader.take_trailers(),
+            [("x-checksum".to_string(), "abc".to_string())]
+        );
+        // The connection stays in step after the trailers.
+        c.write_all(b"GET /after HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await
+            .unwrap();
+        let (h, b) = response(&mut c, "GET").await;
+        assert_eq!(h.status, 200);
+        assert!(b.starts_with("GET /after "), "{b}");
+    });
+}
+
+#[test]
+fn early_answer_during_an_upload_reaches_the_client() {
+    run(true, Duration::from_secs(5), |env| async move {
+        // No Expect: the client sends 1 MiB; the upstream refuses after the head and closes. The client gets the
+        // 413, not a 502.
+        let mut req =
+            b"PUT /too-large HTTP/1.1\r\nHost: app\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+        req.extend(std::iter::repeat(b'x').take(1 << 20));
+        let c = TcpStream::connect(env.addr).await.unwrap();
+        let mut c = Conn::new(c);
+        let writer = {
+            let mut w = c.get_ref().clone();
+            async move {
+                use smol::io::AsyncWriteExt;
+                let _ = w.write_all(&req).await;
+            }
+        };
+        let reader = async { response(&mut c, "PUT").await };
+        let ((h, b), ()) = smol::future::zip(reader, writer).await;
+        assert_eq!((h.status, b.as_str()), (413, "too large"));
+    });
+}
+
+#[test]
+fn websocket_handshake_opens_a_tunnel() {
+    run(true, Duration::from_secs(5), |env| async move {
+        // B05: `Connection` as a token list, `Upgrade` in another case; a first frame sent with the handshake.
+        let mut c = connect(
+            env.addr,
+            b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: k1\r\nSec-WebSocket-Version: 13\r\n\r\nEARLY",
+        )
+        .await;
+        let h = c.read_response_head(&HeadLimits::default()).await.unwrap();
+        assert_eq!(h.status, 101);
+        assert_eq!(h.headers.get("upgrade"), Some("websocket"));
+        assert!(h.headers.has_token("connection", "upgrade"));
+        assert_eq!(h.headers.get("sec-websocket-accept"), Some("for-k1"));
+        assert_eq!(h.headers.get("content-length"), None);
+        let want = b"hi! upgrade=websocket;EARLY";
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let mut buf = [0u8; 64];
+            let n = c.read_some(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "tunnel closed early: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, want);
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        let mut n = 0;
+        while n < 4 {
+            n += c.read_some(&mut buf[n..]).await.unwrap();
+        }
+        assert_eq!(&buf, b"ping");
+        // The client closes: the upstream sees the end and closes too, and so does postern.
+        c.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(closed(&mut c).await);
+        // A handshake the handler did not mark as a WebSocket (HTTP/1.0) is a plain request.
+        let mut c = connect(
+            env.addr,
+            b"GET /plain HTTP/1.0\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await;
+        let (h, b) = response(&mut c, "GET").await;
+        assert_eq!(h.status, 200);
+        assert!(
+            b.contains("conn-hdr=-"),
+            "no upgrade headers go upstream: {b}"
+        );
     });
 }
 

@@ -79,18 +79,20 @@ class Ports:
     postern: int
     es256: int
     routes: int  # test_routes.py's own postern
+    # issue 4's posterns: test_streams, test_keepalive, test_webdav, test_upstream_tls, test_bigfile, short sessions
+    streams: tuple[int, ...] = ()
 
 
 @pytest.fixture(scope="session")
 def ports() -> Ports:
-    return Ports(*(harness.free_port() for _ in range(5)))
+    return Ports(*(harness.free_port() for _ in range(5)), streams=tuple(harness.free_port() for _ in range(6)))
 
 
 @pytest.fixture(scope="session")
 def idp(log_dir: Path, ports: Ports):
     """The real IdP; its clients accept the callbacks of every postern instance of the run."""
     redirect_uris = [f"https://auth.{harness.TEST_DOMAIN}:{p}/oauth2/callback"
-                     for p in (ports.postern, ports.es256, ports.routes)]
+                     for p in (ports.postern, ports.es256, ports.routes, *ports.streams)]
     # The guide's authenticate host, in both topologies: the browser reaches it on the default port 443.
     redirect_uris.append(f"https://auth.{harness.NAS_DOMAIN}/oauth2/callback")
     proc = harness.start_idp(ports.idp, redirect_uris, log_dir)
