@@ -126,20 +126,24 @@ pub async fn serve<'a, H: Handler + 'a>(
             continue;
         }
         let guard = Counted::new(&active);
-        let (acceptor, handler, opts) = (acceptor.clone(), handler.clone(), opts.clone());
-        ex.spawn(async move {
-            let _guard = guard;
-            match acceptor {
-                None => connection(Conn::new(stream), peer, &*handler, &opts).await,
-                Some(acceptor) => {
-                    match timeout(opts.limits.handshake_timeout, acceptor.accept(stream)).await {
-                        Some(Ok(tls)) => connection(Conn::new(tls), peer, &*handler, &opts).await,
-                        Some(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
-                        None => log::debug!("TLS handshake with {peer} timed out"),
-                    }
+        let (handler, opts) = (handler.clone(), opts.clone());
+        // Two kinds of task, so a plain connection's task is sized for the plain state machine alone: one future
+        // for both would make every plain connection carry room for the TLS states (a rustls connection inline),
+        // idle or not (`make memory-profile`, conns-plain).
+        match acceptor.clone() {
+            None => ex.spawn(async move {
+                let _guard = guard;
+                connection(Conn::new(stream), peer, &*handler, &opts).await
+            }),
+            Some(acceptor) => ex.spawn(async move {
+                let _guard = guard;
+                match timeout(opts.limits.handshake_timeout, acceptor.accept(stream)).await {
+                    Some(Ok(tls)) => connection(Conn::new(tls), peer, &*handler, &opts).await,
+                    Some(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
+                    None => log::debug!("TLS handshake with {peer} timed out"),
                 }
-            }
-        })
+            }),
+        }
         .detach();
     }
 }
