@@ -272,7 +272,17 @@ fn run(cfg: config::Config) -> ExitCode {
             Some(tls::client_config()),
         ));
         let opts = Rc::new(server::ServerOptions {
-            limits: server::Limits::default(),
+            limits: server::Limits {
+                head: http::HeadLimits {
+                    max_bytes: cfg.limits.head_bytes,
+                    max_headers: cfg.limits.head_headers,
+                    max_line: cfg.limits.line_bytes,
+                },
+                head_timeout: cfg.limits.head_timeout,
+                idle_timeout: cfg.limits.idle_timeout,
+                max_connections: cfg.limits.max_connections,
+                ..server::Limits::default()
+            },
             security_headers: cfg.headers.clone(),
             pool,
         });
