@@ -171,3 +171,14 @@ def test_forwarded_for_chain_kept_only_from_trusted_proxies(trusted, guide):
     # Without TRUSTED_PROXIES the same claim is dropped: the peer is the client.
     seen = _headers_seen(guide, "X-Forwarded-For: 203.0.113.7\r\n")
     assert seen["X-Forwarded-For"] == "127.0.0.1", seen
+
+
+@pytest.mark.parametrize("host", [f"public.{NAS}:443", f"public.{NAS}:80", f"PUBLIC.{NAS.upper()}", f"public.{NAS}."])
+def test_b03_default_ports_and_case_reach_the_same_route(guide, host):
+    raw = exchange(guide, f"GET /get HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 200"), (host, raw[:200])
+
+
+def test_b03_another_port_is_not_the_route(guide):
+    raw = exchange(guide, f"GET /get HTTP/1.0\r\nHost: public.{NAS}:8443\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 404"), raw[:200]
