@@ -123,18 +123,7 @@ def trusted(idp, httpbin, log_dir):
         f"- from: https://app.{NAS}\n  to: {httpbin}\n  allowed_users: [{ALICE}]\n"
         f"- from: https://public.{NAS}\n  to: {httpbin}\n  allow_public_unauthenticated_access: true\n"
     )
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "TRUSTED_PROXIES": "127.0.0.1/32, ::1",
-        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS}",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(policy),
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=policy, extra={"TRUSTED_PROXIES": "127.0.0.1/32, ::1"})
     proc = harness.start_postern("postern-trusted", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     yield port
     proc.stop()

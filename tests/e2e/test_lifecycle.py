@@ -21,18 +21,8 @@ NAS = "int.nas.example"
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_postern_after_the_request_in_flight(idp, httpbin, log_dir, sig):
     port = harness.free_port()
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS}",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(f"- from: https://public.{NAS}\n  to: {httpbin}\n"
-                              f"  allow_public_unauthenticated_access: true\n"),
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=f"- from: https://public.{NAS}\n  to: {httpbin}\n"
+                              f"  allow_public_unauthenticated_access: true\n")
     proc = harness.start_postern(f"postern-{sig.name}", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     result: dict = {}
 

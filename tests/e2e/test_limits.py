@@ -18,23 +18,7 @@ HOST = "public.limits.test"
 @pytest.fixture(scope="module")
 def small(idp, httpbin, log_dir):
     port = harness.free_port()
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "AUTHENTICATE_SERVICE_URL": "https://auth.limits.test",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(f"- from: https://{HOST}\n  to: {httpbin}\n  allow_public_unauthenticated_access: true\n"),
-        "REQUEST_HEAD_MAX_BYTES": "2048",
-        "REQUEST_HEAD_MAX_HEADERS": "20",
-        "REQUEST_LINE_MAX_BYTES": "512",
-        "REQUEST_HEAD_TIMEOUT": "1s",
-        "KEEPALIVE_TIMEOUT": "3s",
-        "MAX_CONNECTIONS": "4",
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=f"- from: https://{HOST}\n  to: {httpbin}\n  allow_public_unauthenticated_access: true\n", extra={"REQUEST_HEAD_MAX_BYTES": "2048", "REQUEST_HEAD_MAX_HEADERS": "20", "REQUEST_LINE_MAX_BYTES": "512", "REQUEST_HEAD_TIMEOUT": "1s", "KEEPALIVE_TIMEOUT": "3s", "MAX_CONNECTIONS": "4"})
     proc = harness.start_postern("postern-limits", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     yield port
     proc.stop()

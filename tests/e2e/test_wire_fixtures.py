@@ -95,18 +95,8 @@ class RecordingUpstream:
 def fx(idp, log_dir):
     app = RecordingUpstream()
     port = harness.free_port()
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "AUTHENTICATE_SERVICE_URL": "https://auth.fx.test",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(f"- from: https://fx.test\n  to: http://127.0.0.1:{app.port}\n"
-                              f"  allow_public_unauthenticated_access: true\n"),
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=f"- from: https://fx.test\n  to: http://127.0.0.1:{app.port}\n"
+                              f"  allow_public_unauthenticated_access: true\n")
     proc = harness.start_postern("postern-wire", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     yield port, app
     proc.stop()
