@@ -338,6 +338,7 @@ async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
     let limits = HeadLimits {
         max_bytes: 64 * 1024,
         max_headers: 100,
+        max_line: 8 * 1024,
     };
     let resp: ResponseHead = loop {
         let h = conn

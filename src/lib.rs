@@ -219,6 +219,24 @@ pub fn main() -> ExitCode {
     run(cfg)
 }
 
+/// Completes on SIGTERM (`docker stop`, systemd) or SIGINT (Ctrl-C). As PID 1 in a container postern would
+/// otherwise ignore SIGTERM, and a profiler's output would be cut short.
+async fn stop_signal() {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+    match Signals::new([Signal::Term, Signal::Int]) {
+        Ok(mut signals) => {
+            if let Some(Ok(sig)) = signals.next().await {
+                log::info!("{sig:?} received: no new connections; finishing the open ones");
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot listen for SIGTERM/SIGINT ({e}); stop postern with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
 fn run(cfg: config::Config) -> ExitCode {
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -254,7 +272,17 @@ fn run(cfg: config::Config) -> ExitCode {
             Some(tls::client_config()),
         ));
         let opts = Rc::new(server::ServerOptions {
-            limits: server::Limits::default(),
+            limits: server::Limits {
+                head: http::HeadLimits {
+                    max_bytes: cfg.limits.head_bytes,
+                    max_headers: cfg.limits.head_headers,
+                    max_line: cfg.limits.line_bytes,
+                },
+                head_timeout: cfg.limits.head_timeout,
+                idle_timeout: cfg.limits.idle_timeout,
+                max_connections: cfg.limits.max_connections,
+                ..server::Limits::default()
+            },
             security_headers: cfg.headers.clone(),
             pool,
         });
@@ -266,7 +294,8 @@ fn run(cfg: config::Config) -> ExitCode {
             }
         };
         let app = Rc::new(handle::App::new(cfg, authn));
-        server::serve(&ex, listener, tls, app, opts).await;
+        server::serve_until(&ex, listener, tls, app, opts, stop_signal()).await;
+        log::info!("stopped");
         ExitCode::SUCCESS
     }))
 }

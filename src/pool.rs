@@ -49,6 +49,7 @@ impl Default for PoolLimits {
             response_head: HeadLimits {
                 max_bytes: 32 * 1024,
                 max_headers: 128,
+                max_line: 8 * 1024,
             },
         }
     }

@@ -89,8 +89,11 @@ pub struct ServerOptions {
 /// Excess connections being answered 503 at once; beyond this they are dropped without a word.
 const MAX_OVERFLOW: usize = 64;
 
+/// How long connections busy at shutdown get to finish before the process ends anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Accepts connections forever, one task per connection on `ex`.
-#[allow(dead_code)] // used by main.rs
+#[cfg(test)]
 pub async fn serve<'a, H: Handler + 'a>(
     ex: &LocalExecutor<'a>,
     listener: TcpListener,
@@ -98,8 +101,47 @@ pub async fn serve<'a, H: Handler + 'a>(
     handler: Rc<H>,
     opts: Rc<ServerOptions>,
 ) {
-    let acceptor = tls.map(TlsAcceptor::from);
+    serve_until(ex, listener, tls, handler, opts, std::future::pending()).await
+}
+
+/// Accepts connections, one task per connection on `ex`, until `shutdown` completes; then stops accepting and
+/// gives the connections still open up to `DRAIN_LIMIT` to finish (idle keep-alive ones count too).
+pub async fn serve_until<'a, H: Handler + 'a>(
+    ex: &LocalExecutor<'a>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    handler: Rc<H>,
+    opts: Rc<ServerOptions>,
+    shutdown: impl Future<Output = ()>,
+) {
     let active = Rc::new(Cell::new(0usize));
+    smol::future::or(
+        accept_loop(ex, listener, tls, handler, opts, &active),
+        shutdown,
+    )
+    .await;
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while active.get() > 0 && Instant::now() < deadline {
+        Timer::after(Duration::from_millis(50)).await;
+    }
+    if active.get() > 0 {
+        log::info!(
+            "{} connection(s) still open after {}s: closing them",
+            active.get(),
+            DRAIN_LIMIT.as_secs()
+        );
+    }
+}
+
+async fn accept_loop<'a, H: Handler + 'a>(
+    ex: &LocalExecutor<'a>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    handler: Rc<H>,
+    opts: Rc<ServerOptions>,
+    active: &Rc<Cell<usize>>,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
     let overflow = Rc::new(Cell::new(0usize));
     ex.spawn(sweep_pool(Rc::downgrade(&opts.pool))).detach();
     loop {
@@ -125,7 +167,7 @@ pub async fn serve<'a, H: Handler + 'a>(
             }
             continue;
         }
-        let guard = Counted::new(&active);
+        let guard = Counted::new(active);
         let (handler, opts) = (handler.clone(), opts.clone());
         // Two kinds of task, so a plain connection's task is sized for the plain state machine alone: one future
         // for both would make every plain connection carry room for the TLS states (a rustls connection inline),

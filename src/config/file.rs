@@ -60,6 +60,12 @@ file_options!(
     policy_file,
     trusted_proxies,
     signing_key,
+    request_head_max_bytes,
+    request_head_max_headers,
+    request_line_max_bytes,
+    request_head_timeout,
+    keepalive_timeout,
+    max_connections,
 );
 
 /// A parsed configuration file.

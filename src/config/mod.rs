@@ -80,6 +80,31 @@ impl std::fmt::Debug for CookieOptions {
 
 /// Everything postern runs with, checked and compiled.
 #[allow(dead_code)] // fields read by main.rs, server.rs, authn
+/// What one client may take: the request head's size, fields and line, how long it may take to send it, how long
+/// an idle keep-alive connection is kept, and how many connections are served at once (more get a 503).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub head_bytes: usize,
+    pub head_headers: usize,
+    pub line_bytes: usize,
+    pub head_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            head_bytes: 16 * 1024,
+            head_headers: 100,
+            line_bytes: 8 * 1024,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
 pub struct Config {
     /// Where to listen.
     pub address: SocketAddr,
@@ -102,6 +127,9 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// SIGNING_KEY: signs `X-Pomerium-Jwt-Assertion` on routes with pass_identity_headers (see assertion.rs).
     pub signing_key: Option<crate::assertion::Signer>,
+    /// REQUEST_HEAD_MAX_BYTES, REQUEST_HEAD_MAX_HEADERS, REQUEST_LINE_MAX_BYTES, REQUEST_HEAD_TIMEOUT,
+    /// KEEPALIVE_TIMEOUT, MAX_CONNECTIONS.
+    pub limits: ServerLimits,
     /// TRUSTED_PROXIES: peers whose X-Forwarded-For is kept (see trust.rs).
     pub trusted_proxies: Vec<crate::trust::Cidr>,
     pub policy: Policy,
@@ -273,6 +301,37 @@ impl Loader<'_> {
         }
     }
 
+    /// A whole number in `min..=max`.
+    fn count(&mut self, key: &str, default: usize, min: usize, max: usize) -> usize {
+        let Some((setting, s)) = self.text(key) else {
+            return default;
+        };
+        match s.parse::<usize>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.invalid(
+                    &setting,
+                    format!("a whole number from {min} to {max}"),
+                    shown(&s),
+                );
+                default
+            }
+        }
+    }
+
+    /// The limits every connection lives within (see ServerLimits).
+    fn limits(&mut self) -> ServerLimits {
+        let d = ServerLimits::default();
+        ServerLimits {
+            head_bytes: self.count("request_head_max_bytes", d.head_bytes, 1024, 1024 * 1024),
+            head_headers: self.count("request_head_max_headers", d.head_headers, 8, 1000),
+            line_bytes: self.count("request_line_max_bytes", d.line_bytes, 256, 1024 * 1024),
+            head_timeout: self.duration("request_head_timeout", d.head_timeout),
+            idle_timeout: self.duration("keepalive_timeout", d.idle_timeout),
+            max_connections: self.count("max_connections", d.max_connections, 1, 1_000_000),
+        }
+    }
+
     /// A 32-byte key; `None` when unset (the caller decides) or malformed (error pushed).
     fn key32(&mut self, key: &str) -> Option<[u8; 32]> {
         let (setting, s) = self.text(key)?;
@@ -319,6 +378,7 @@ impl Loader<'_> {
             self.duration("default_upstream_timeout", Duration::from_secs(30));
         let log_level = self.log_level();
         let trusted_proxies = self.trusted_proxies();
+        let limits = self.limits();
         let mut signing_key = self.signing_key();
         let policy = self.policy();
         let asserts = policy
@@ -380,6 +440,7 @@ impl Loader<'_> {
                 default_upstream_timeout,
                 log_level,
                 trusted_proxies,
+                limits,
                 signing_key,
                 policy,
                 warnings: self.warnings,

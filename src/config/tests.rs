@@ -1129,3 +1129,48 @@ fn policy_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The connection limits: defaults, every key, and what a bad value says.
+#[test]
+fn server_limits() {
+    let c = ok(load_env(&guide_env()));
+    assert_eq!(c.limits, super::ServerLimits::default());
+    let c = ok(load_env(&with(
+        guide_env(),
+        &[
+            ("REQUEST_HEAD_MAX_BYTES", Some("4096")),
+            ("REQUEST_HEAD_MAX_HEADERS", Some("20")),
+            ("REQUEST_LINE_MAX_BYTES", Some("1024")),
+            ("REQUEST_HEAD_TIMEOUT", Some("2s")),
+            ("KEEPALIVE_TIMEOUT", Some("5s")),
+            ("MAX_CONNECTIONS", Some("64")),
+        ],
+    )));
+    assert_eq!(
+        (
+            c.limits.head_bytes,
+            c.limits.head_headers,
+            c.limits.line_bytes,
+            c.limits.max_connections
+        ),
+        (4096, 20, 1024, 64)
+    );
+    assert_eq!(c.limits.head_timeout, std::time::Duration::from_secs(2));
+    let e = errors_of(load_env(&with(
+        guide_env(),
+        &[
+            ("MAX_CONNECTIONS", Some("lots")),
+            ("REQUEST_HEAD_MAX_BYTES", Some("10")),
+        ],
+    )));
+    assert!(
+        e.contains("MAX_CONNECTIONS")
+            && e.contains("a whole number from 1 to 1000000")
+            && e.contains("\"lots\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("REQUEST_HEAD_MAX_BYTES") && e.contains("from 1024"),
+        "{e}"
+    );
+}

@@ -24,6 +24,8 @@ pub struct HeadLimits {
     pub max_bytes: usize,
     /// Header fields.
     pub max_headers: usize,
+    /// Bytes of a request line (method, target, version): a longer one gets 414.
+    pub max_line: usize,
 }
 
 impl Default for HeadLimits {
@@ -31,6 +33,7 @@ impl Default for HeadLimits {
         HeadLimits {
             max_bytes: 16 * 1024,
             max_headers: 100,
+            max_line: 8 * 1024,
         }
     }
 }
@@ -40,6 +43,7 @@ impl Default for HeadLimits {
 pub enum TooLarge {
     Bytes(usize),
     Headers(usize),
+    Line(usize),
 }
 
 /// Why a head could not be read.
@@ -58,6 +62,7 @@ impl HeadError {
     /// The status to answer a request with, or None when no answer can or should be sent.
     pub fn status(&self) -> Option<u16> {
         match self {
+            HeadError::TooLarge(TooLarge::Line(_)) => Some(414),
             HeadError::TooLarge(_) => Some(431),
             HeadError::Malformed(_) => Some(400),
             HeadError::Eof | HeadError::Io(_) => None,
@@ -73,6 +78,9 @@ impl fmt::Display for HeadError {
             }
             HeadError::TooLarge(TooLarge::Headers(n)) => {
                 write!(f, "the message has more than {n} header fields")
+            }
+            HeadError::TooLarge(TooLarge::Line(n)) => {
+                write!(f, "the request line is longer than {n} bytes")
             }
             HeadError::Malformed(what) => write!(f, "malformed message head: {what}"),
             HeadError::Eof => f.write_str("the connection closed in the middle of a message head"),
@@ -370,6 +378,13 @@ fn version(minor: Option<u8>) -> Result<Version, HeadError> {
 
 /// Parses a complete request head (`bytes` ends with the blank line).
 pub fn parse_request(bytes: &[u8], limits: &HeadLimits) -> Result<RequestHead, HeadError> {
+    let line = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    if line > limits.max_line {
+        return Err(HeadError::TooLarge(TooLarge::Line(limits.max_line)));
+    }
     let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut raw);
     match req.parse(bytes) {
@@ -595,6 +610,7 @@ pub(crate) mod tests {
         let limits = HeadLimits {
             max_bytes: 64,
             max_headers: 4,
+            max_line: 64,
         };
         let mut input = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
         let pad = 64 - input.len() - 4;

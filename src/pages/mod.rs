@@ -159,6 +159,7 @@ pub fn wire_error(req: Option<&Request>, status: u16, detail: &str) -> Reply {
         400 => ("bad_request", "Bad request"),
         408 => ("request_timeout", "Request timeout"),
         413 => ("payload_too_large", "Request too large"),
+        414 => ("uri_too_long", "Address too long"),
         431 => ("headers_too_large", "Request headers too large"),
         502 => ("bad_gateway", "The application is not answering"),
         503 => ("unavailable", "Busy"),

@@ -123,18 +123,7 @@ def trusted(idp, httpbin, log_dir):
         f"- from: https://app.{NAS}\n  to: {httpbin}\n  allowed_users: [{ALICE}]\n"
         f"- from: https://public.{NAS}\n  to: {httpbin}\n  allow_public_unauthenticated_access: true\n"
     )
-    env = harness.base_env() | {
-        "ADDRESS": f"127.0.0.1:{port}",
-        "INSECURE_SERVER": "TRUE",
-        "TRUSTED_PROXIES": "127.0.0.1/32, ::1",
-        "AUTHENTICATE_SERVICE_URL": f"https://auth.{NAS}",
-        "IDP_PROVIDER": "oidc",
-        "IDP_PROVIDER_URL": idp,
-        "IDP_CLIENT_ID": "postern",
-        "IDP_CLIENT_SECRET": harness.CLIENT_SECRET,
-        "COOKIE_SECRET": harness.secret32(),
-        "POLICY": harness.b64(policy),
-    }
+    env = harness.guide_env(address=f"127.0.0.1:{port}", idp_url=idp, policy=policy, extra={"TRUSTED_PROXIES": "127.0.0.1/32, ::1"})
     proc = harness.start_postern("postern-trusted", env, f"http://127.0.0.1:{port}/ping", False, log_dir)
     yield port
     proc.stop()
@@ -171,3 +160,14 @@ def test_forwarded_for_chain_kept_only_from_trusted_proxies(trusted, guide):
     # Without TRUSTED_PROXIES the same claim is dropped: the peer is the client.
     seen = _headers_seen(guide, "X-Forwarded-For: 203.0.113.7\r\n")
     assert seen["X-Forwarded-For"] == "127.0.0.1", seen
+
+
+@pytest.mark.parametrize("host", [f"public.{NAS}:443", f"public.{NAS}:80", f"PUBLIC.{NAS.upper()}", f"public.{NAS}."])
+def test_b03_default_ports_and_case_reach_the_same_route(guide, host):
+    raw = exchange(guide, f"GET /get HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 200"), (host, raw[:200])
+
+
+def test_b03_another_port_is_not_the_route(guide):
+    raw = exchange(guide, f"GET /get HTTP/1.0\r\nHost: public.{NAS}:8443\r\n\r\n".encode())
+    assert raw.startswith(b"HTTP/1.1 404"), raw[:200]

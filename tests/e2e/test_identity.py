@@ -11,6 +11,7 @@ import base64
 import json
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -84,3 +85,24 @@ def test_b11_quiet_route_gets_no_identity_headers(stack, signed_in):
     for name in ("x-pomerium-jwt-assertion", "x-pomerium-claim-email", "x-pomerium-claim-groups",
                  "x-forwarded-email", "x-forwarded-user", "x-email"):
         assert name not in h, (name, h)
+
+
+def test_b07_postern_cookies_never_reach_the_app_and_the_apps_keep_their_order(stack, signed_in):
+    host = f"httpbin.{harness.TEST_DOMAIN}"
+    ours = [c for c in signed_in.cookies if c.domain.startswith(host) and c.name.startswith("_pomerium")]
+    session = next(c.value for c in ours if c.name == "_pomerium")
+    url = stack.postern.url("httpbin", "/headers")
+
+    def cookie_seen(cookie_header: str) -> str | None:
+        # Sent by hand, exactly as written (the session's jar would add its own cookies).
+        with requests.Session() as s:
+            s.trust_env = False
+            s.verify = signed_in.verify
+            r = s.get(url, headers={"Cookie": cookie_header}, allow_redirects=False, timeout=harness.HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text[:300]
+        return {k.lower(): v for k, v in r.json()["headers"].items()}.get("cookie")
+
+    seen = cookie_seen(f"appsession=abc; _pomerium={session}; theme=dark; _pomerium_csrf=zzz")
+    assert seen == "appsession=abc; theme=dark", seen
+    # Nothing left: no Cookie header at all, not an empty one.
+    assert cookie_seen(f"_pomerium={session}; _pomerium_csrf=zzz") is None
