@@ -142,6 +142,8 @@ impl std::error::Error for AuthnError {}
 pub struct Authn {
     cookie: CookieSettings,
     cookie_sealer: Sealer,
+    /// Session cookies opened recently (session.rs): repeat requests skip the decryption.
+    opened: session::OpenedCache,
     shared_sealer: Sealer,
     link_key: hmac::Key,
     /// `https://auth.example.com` (port only when not the default).
@@ -307,6 +309,7 @@ impl Authn {
         );
         Ok(Authn {
             cookie_sealer: Sealer::new(&settings.cookie_secret),
+            opened: session::OpenedCache::default(),
             shared_sealer: Sealer::new(&settings.shared_secret),
             link_key,
             auth_origin,
@@ -337,7 +340,7 @@ impl Authn {
 
     /// The session cookie as sealed, whether or not it was signed out since.
     fn session_even_revoked(&self, req: &Request, host: &str) -> Option<Session> {
-        session::session_from_headers(
+        self.opened.session_from_headers(
             &self.cookie_sealer,
             self.session_audience(host),
             crate::clock::now_secs(),
