@@ -3,6 +3,9 @@
 #   make test    everything CI runs: installs test needs, fmt, clippy, unit tests, end-to-end tests; summary at the end
 #   make e2e     only the end-to-end tests (real IdP, httpbin, postern)
 #   make demo    a local IdP + httpbin + postern on https://httpbin.localhost:8443 (Ctrl-C stops all)
+#   make bench   postern against nginx (one-worker proxy_pass) and Caddy with wrk, side by side (bench/README.md)
+#   make memory-profile  postern's RSS and heap (heaptrack) through scenarios: idle, sign-ins, 1,000 connections,
+#                10,000 requests, 1 GiB each way, 50 WebSockets (memory-profile/README.md)
 #   make bench-stream  postern's peak RSS (VmHWM) while 2 GiB go down and 2 GiB up (bench/stream-rss.sh; not a test)
 #   make deps    install what the tests and the demo need (Debian packages as root when missing, npm, PyPI);
 #                E2E_BROWSER=0 skips installing Chromium and nginx (the browser tests then skip themselves)
@@ -27,7 +30,7 @@ VENV_STAMP  := $(VENV)/.installed
 
 export POSTERN_BIN
 
-.PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e bench-stream
+.PHONY: all build release test e2e demo deps sysdeps lint fmt clippy unit clean-e2e bench-stream bench memory-profile measure-deps
 .PHONY: static static-armv7 test-arm test-armv7 image fuzz
 
 all: build
@@ -49,6 +52,17 @@ demo: build deps
 
 bench-stream: build deps
 	bench/stream-rss.sh
+
+# Node, npm, openssl and Python first (not Chromium); then the IdP's modules and the venv.
+measure-deps:
+	@E2E_BROWSER=0 scripts/sysdeps.sh
+	@$(MAKE) --no-print-directory $(IDP_STAMP) $(VENV_STAMP)
+
+bench: measure-deps
+	@bench/bench.sh
+
+memory-profile: measure-deps
+	@memory-profile/run.sh
 
 deps: sysdeps $(IDP_STAMP) $(BROWSER_STAMP) $(VENV_STAMP)
 
