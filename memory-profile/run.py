@@ -98,14 +98,14 @@ class Postern:
         argv = [binary] if heaptrack is None else ["heaptrack", "-o", str(heaptrack), binary]
         self.proc = harness.start(f"postern-{topology}", argv, world.env[topology], log_dir=OUT)
         parts.wait_port(self.proc, self.port)
-        self.pid = self._postern_pid()
+        self.pid = self._postern_pid(Path(binary).name[:15])
 
-    def _postern_pid(self) -> int:
-        """postern itself (under heaptrack it is the wrapper script's child)."""
+    def _postern_pid(self, comm: str) -> int:
+        """postern itself (under heaptrack it is the wrapper script's child), by its command name."""
         for _ in range(100):
             for p in parts.tree(self.proc.popen.pid):
                 try:
-                    if Path(f"/proc/{p}/comm").read_text().strip() == "postern":
+                    if Path(f"/proc/{p}/comm").read_text().strip() == comm:
                         return p
                 except OSError:
                     pass
