@@ -329,7 +329,7 @@ RUN = {
 
 def heaptrack_summary(path: Path) -> dict:
     """Peak heap, allocation calls and the top peak allocation sites from heaptrack_print."""
-    out = parts.run_quiet(["heaptrack_print", "--print-peaks", "1", "--print-allocators", "0",
+    out = parts.run_quiet(["heaptrack_print", "--merge-backtraces", "0", "--print-peaks", "1", "--print-allocators", "0",
                            "--print-temporary", "0", "--print-leaks", "0",
                            "--peak-limit", "6", "--sub-peak-limit", "0", "-f", str(path)], timeout=600)
     summary = {}
@@ -357,29 +357,31 @@ def peak_sites(out: str) -> list[str]:
     return sites
 
 
-BORING = re.compile(r"^(alloc::|core::|std::|__rust|<alloc::|<core::|<std::|_Z|rust_|hashbrown::|malloc|calloc|"
-                    r"realloc|operator new|<hashbrown::|<\[)")
+def clean(fn: str) -> str:
+    """A readable function name from heaptrack's legacy-mangled one."""
+    for a, b in (("$LT$", "<"), ("$GT$", ">"), ("$u7b$", "{"), ("$u7d$", "}"), ("$u20$", " "), ("$C$", ","),
+                 ("$RF$", "&"), ("..", "::")):
+        fn = fn.replace(a, b)
+    fn = re.sub(r"::h[0-9a-f]{16}$", "", fn)
+    return re.sub(r"::\{\{closure\}\}", "", fn).lstrip("_")
 
 
 def describe(frames: str) -> str:
+    """The allocation's first frame in postern's own code (else the first outside the allocator and std), with
+    its file and line."""
     lines = [ln.strip() for ln in frames.splitlines() if ln.strip()]
     funcs = []
-    i = 0
-    while i < len(lines):
-        ln = lines[i]
-        if ln.startswith(("at ", "in ")):
-            i += 1
+    for i, ln in enumerate(lines):
+        if ln.startswith(("at ", "in ", "and ")):
             continue
         loc = lines[i + 1][3:] if i + 1 < len(lines) and lines[i + 1].startswith("at ") else ""
-        funcs.append((ln, loc))
-        i += 1
-    for fn, loc in funcs:
-        if not BORING.match(fn):
-            short = re.sub(r"::\{\{closure\}\}", "", fn)
-            short = re.sub(r"<([^<>]*)>::", r"\1::", short)
-            where = re.sub(r"^.*/(src/|registry/src/[^/]+/)", "", loc)
-            return f"`{short[:110]}` ({where})" if where else f"`{short[:110]}`"
-    return f"`{funcs[0][0][:110]}`" if funcs else "?"
+        funcs.append((clean(ln), loc))
+    own = [f for f in funcs if f[0].startswith("postern::")]
+    others = [f for f in funcs if not re.match(r"(_R|alloc::|core::|std::|<alloc|<core|<std|<u8 as alloc|"
+                                               r"__rust|malloc|calloc|realloc)", f[0])]
+    fn, loc = (own or others or funcs or [("?", "")])[0]
+    where = re.sub(r"^.*/(registry/src/[^/]+/)", "", loc)
+    return f"`{fn[:100]}` ({where})" if where else f"`{fn[:100]}`"
 
 
 # ---------------------------------------------------------------------------------------------------------------
