@@ -363,7 +363,7 @@ def clean(fn: str) -> str:
                  ("$RF$", "&"), ("..", "::")):
         fn = fn.replace(a, b)
     fn = re.sub(r"::h[0-9a-f]{16}$", "", fn)
-    return re.sub(r"::\{\{closure\}\}", "", fn).lstrip("_")
+    return re.sub(r"::_?\{\{closure\}\}", "", fn).lstrip("_")
 
 
 def describe(frames: str) -> str:
