@@ -402,7 +402,8 @@ def main() -> None:
             p = Postern(world, topology, static_bin, None)
             start_rss = p.rss()
             got = fn(p)
-            hwm = p.hwm()
+            # The kernel updates VmHWM lazily (when RSS is about to shrink), so it can lag the VmRSS just read.
+            hwm = max(p.hwm(), got["held"])
             p.stop()
             heap = {"peak_heap": "-", "calls": "-", "sites": []}
             if os.environ.get("MP_HEAPTRACK", "1") != "0":
