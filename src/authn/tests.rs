@@ -213,7 +213,10 @@ fn full_flow_route_host_to_idp_and_back() {
         "{handoff_url}"
     );
     let auth_cookie = set_cookie(&cb, "_pomerium").unwrap();
-    assert_eq!(set_cookie(&cb, "__Host-_pomerium_csrf").as_deref(), Some(""));
+    assert_eq!(
+        set_cookie(&cb, "__Host-_pomerium_csrf").as_deref(),
+        Some("")
+    );
     assert!(cb.headers.get_all("set-cookie").all(|c| c.len() <= 4096));
     let auth_session = a
         .session(
@@ -620,14 +623,21 @@ fn callback_refusals() {
     );
     // Unknown code: the token endpoint refuses -> 400; wrong nonce in the token -> 400.
     assert_eq!(
-        run(&a, &req(&cb("&code=unknown"), &[("__Host-_pomerium_csrf", &csrf)])).status,
+        run(
+            &a,
+            &req(&cb("&code=unknown"), &[("__Host-_pomerium_csrf", &csrf)])
+        )
+        .status,
         400
     );
     idp.tokens.borrow_mut().insert(
         "c2".into(),
         forge::forged_rs256("k1", &claims("another-nonce")),
     );
-    let r = run(&a, &req(&cb("&code=c2"), &[("__Host-_pomerium_csrf", &csrf)]));
+    let r = run(
+        &a,
+        &req(&cb("&code=c2"), &[("__Host-_pomerium_csrf", &csrf)]),
+    );
     assert_eq!(r.status, 400);
     assert!(set_cookie(&r, "_pomerium").is_none());
     // No email claim.
@@ -640,7 +650,11 @@ fn callback_refusals() {
         ),
     );
     assert_eq!(
-        run(&a, &req(&cb("&code=c3"), &[("__Host-_pomerium_csrf", &csrf)])).status,
+        run(
+            &a,
+            &req(&cb("&code=c3"), &[("__Host-_pomerium_csrf", &csrf)])
+        )
+        .status,
         400
     );
 }
