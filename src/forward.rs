@@ -57,6 +57,33 @@ pub struct ForwardPlan {
     pub websocket: bool,
     /// When the session this request was authorized with ends (Unix seconds): a tunnel is closed then.
     pub session_expires: Option<u64>,
+    /// postern's own cookie name (COOKIE_NAME): an app may not set it, nor any `NAME_*` cookie (see
+    /// `strip_own_set_cookies`).
+    pub own_cookie: Rc<str>,
+}
+
+/// Removes the app's `Set-Cookie`s for postern's own cookies: an app (a public one on a sibling host, say) could
+/// otherwise toss a session or binding cookie of its choosing into the browser, with a parent `Domain`.
+fn strip_own_set_cookies(headers: &mut Headers, own: &str) {
+    headers.retain(|name, value| {
+        if name != "set-cookie" {
+            return true;
+        }
+        let cookie = value.split(';').next().unwrap_or_default();
+        let cookie_name = cookie.split('=').next().unwrap_or_default().trim();
+        let bare = cookie_name
+            .strip_prefix("__Host-")
+            .or_else(|| cookie_name.strip_prefix("__Secure-"))
+            .unwrap_or(cookie_name);
+        let ours = bare.eq_ignore_ascii_case(own)
+            || bare
+                .get(..own.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(own) && bare[own.len()..].starts_with('_'));
+        if ours {
+            log::warn!("the app tried to set postern's cookie {cookie_name}: dropped");
+        }
+        !ours
+    });
 }
 
 /// How long the upstream may stay silent after a request with `Expect: 100-continue` before the body is sent
@@ -298,6 +325,7 @@ where
     };
     let content_length = out.headers.get("content-length").map(str::to_string);
     strip_hop_by_hop(&mut out.headers);
+    strip_own_set_cookies(&mut out.headers, &plan.own_cookie);
     // An answer that came before the whole request body (a 413, or a final answer to Expect) ends the connection:
     // the rest of the body is not worth reading.
     let mut keep_alive = respond.keep_alive && body.is_done();
@@ -433,6 +461,7 @@ where
         headers: head.headers,
     };
     strip_hop_by_hop(&mut out.headers);
+    strip_own_set_cookies(&mut out.headers, &plan.own_cookie);
     out.headers.append("upgrade", "websocket");
     out.headers.append("connection", "Upgrade");
     let mut bytes = Vec::with_capacity(512 + upstream.buffered().len());
@@ -821,12 +850,31 @@ mod tests {
         assert_eq!(left, ["x-kept", "cookie"]);
     }
 
+    #[test]
+    fn apps_may_not_set_posterns_cookies() {
+        let mut h = Headers::default();
+        for v in [
+            "_pomerium=x; Domain=example.com",
+            "app=1; Path=/",
+            "_POMERIUM_bind_abc=y; Domain=example.com",
+            "__Host-_pomerium_csrf=z; Path=/; Secure",
+            "_pomeriumish=ok",
+            "theme=dark",
+        ] {
+            h.append("set-cookie", v);
+        }
+        strip_own_set_cookies(&mut h, "_pomerium");
+        let kept: Vec<&str> = h.get_all("set-cookie").collect();
+        assert_eq!(kept, ["app=1; Path=/", "_pomeriumish=ok", "theme=dark"]);
+    }
+
     fn plan(method: &str, headers: &[(&str, &str)]) -> ForwardPlan {
         let mut h = Headers::default();
         for (n, v) in headers {
             h.append(n, *v);
         }
         ForwardPlan {
+            own_cookie: std::rc::Rc::from("_pomerium"),
             upstream: Rc::new(Upstream {
                 authority: "app:8080".into(),
                 ..Upstream::new(false, "10.0.0.2".into(), 8080, String::new())

@@ -29,6 +29,8 @@ pub struct App {
     authn: Authn,
     /// The authenticate host as `host[:port]`, issuer of identity assertions; computed once.
     auth_authority: String,
+    /// COOKIE_NAME, shared with every forward plan.
+    own_cookie: Rc<str>,
 }
 
 /// The parts of the request target the decision needs.
@@ -78,6 +80,9 @@ fn target_of(req: &Request) -> Result<Target, String> {
     }
     let (host, port) =
         route::normalize_host(host_header).ok_or("the Host header is not a valid host name")?;
+    if path_and_query.contains('#') {
+        return Err(crate::path::PathError::Fragment.to_string());
+    }
     let (raw_path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
@@ -113,10 +118,12 @@ fn is_safe(method: &str) -> bool {
 impl App {
     pub fn new(config: Config, authn: Authn) -> App {
         let auth_authority = config.authenticate.authority();
+        let own_cookie = Rc::from(config.cookie.name.as_str());
         App {
             config,
             authn,
             auth_authority,
+            own_cookie,
         }
     }
 
@@ -335,6 +342,7 @@ impl App {
         let headers =
             crate::rewrite::upstream_headers(req, route, origin, &self.rewrite_settings(), session);
         let plan = ForwardPlan {
+            own_cookie: Rc::clone(&self.own_cookie),
             upstream: Rc::clone(&route.to),
             method: req.head.method.clone(),
             target: target.path_and_query.clone(),

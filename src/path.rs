@@ -1,8 +1,9 @@
 //! The one rule for request paths: what the policy judges and what the upstream receives are the same path.
 //!
 //! 1. Refused (400): a path that is not origin-form, or that holds an encoded slash or backslash (`%2F`, `%5C`), a
-//!    raw backslash, an encoded NUL or control byte, or a malformed percent escape. Upstreams disagree about what
-//!    these mean, so no one meaning can be judged safely.
+//!    raw backslash, a raw `#` (a fragment never belongs in a request; apps would cut the path there), an encoded NUL
+//!    or control byte, a malformed percent escape, or a dot segment with parameters (`..;`, `.;x`, which Java
+//!    servers read as `..` and `.`). Upstreams disagree about what these mean, so no one meaning can be judged.
 //! 2. Percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, once (RFC 3986 §6.2.2.2), so
 //!    `%2e%2e` is `..` and `%61dmin` is `admin`; other escapes stay as sent.
 //! 3. Dot segments are removed (RFC 3986 §5.2.4): `/public/../admin` is `/admin`.
@@ -24,6 +25,8 @@ pub enum PathError {
     NotAPath,
     EncodedSeparator,
     Backslash,
+    Fragment,
+    DotSegmentWithParameters,
     ControlByte,
     BadEscape,
 }
@@ -36,6 +39,10 @@ impl std::fmt::Display for PathError {
                 "the request path holds an encoded slash or backslash (%2F, %5C), which postern refuses because servers disagree on what it means"
             }
             PathError::Backslash => "the request path holds a backslash, which postern refuses",
+            PathError::Fragment => "the request target holds a raw #, which postern refuses (a fragment stays in the browser)",
+            PathError::DotSegmentWithParameters => {
+                "the request path holds a dot segment with parameters (like ..;), which postern refuses because servers disagree on what it means"
+            }
             PathError::ControlByte => "the request path holds an encoded NUL or control character",
             PathError::BadEscape => "the request path holds a malformed percent escape",
         })
@@ -84,10 +91,11 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
+            b'#' => return Err(PathError::Fragment),
             _ => {
                 // Only ASCII reaches here from the codec's request-target check; copy up to the next special byte.
                 let start = i;
-                while i < bytes.len() && bytes[i] != b'%' && bytes[i] != b'\\' {
+                while i < bytes.len() && !matches!(bytes[i], b'%' | b'\\' | b'#') {
                     i += 1;
                 }
                 out.push_str(&path[start..i]);
@@ -153,7 +161,14 @@ pub fn normalize(path: &str) -> Result<Normalized, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAPath);
     }
-    let forward = remove_dot_segments(&decode_unreserved(path)?);
+    let decoded = decode_unreserved(path)?;
+    let dotted_params = decoded
+        .split('/')
+        .any(|seg| matches!(seg.split_once(';'), Some(("." | "..", _))));
+    if dotted_params {
+        return Err(PathError::DotSegmentWithParameters);
+    }
+    let forward = remove_dot_segments(&decoded);
     let judge = judged_form(&forward);
     Ok(Normalized { forward, judge })
 }
@@ -205,6 +220,15 @@ mod tests {
             ("/a%0d%0aX: y", PathError::ControlByte),
             ("/a%zz", PathError::BadEscape),
             ("/a%2", PathError::BadEscape),
+            ("/admin#x", PathError::Fragment),
+            ("/x/../admin#", PathError::Fragment),
+            ("/x/..;/admin", PathError::DotSegmentWithParameters),
+            ("/.;/admin", PathError::DotSegmentWithParameters),
+            ("/%2e%2e;/admin", PathError::DotSegmentWithParameters),
+            (
+                "/x/..;jsessionid=1/admin",
+                PathError::DotSegmentWithParameters,
+            ),
             ("*", PathError::NotAPath),
             ("admin", PathError::NotAPath),
         ];

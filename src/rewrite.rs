@@ -19,6 +19,11 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-access-token",
     "x-email",
     "x-user",
+    "x-remote-user",
+    "x-webauth-user",
+    "x-authenticated-user",
+    "x-id-token",
+    "x-access-token",
     "remote-user",
 ];
 /// Client-address headers: postern sets its own, from the connection, and trusts no copy from the client.
@@ -28,11 +33,21 @@ const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
     "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 pub(crate) fn is_identity_header(name: &str) -> bool {
-    IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+    // Underscores: some servers (CGI/WSGI) read `X_Pomerium_Claim_Email` as `X-Pomerium-Claim-Email`; nginx drops
+    // such names by default, and so does postern.
+    name.contains('_')
+        || IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
         || IDENTITY_HEADERS.contains(&name)
         || FORWARDING_HEADERS.contains(&name)
 }
@@ -56,6 +71,9 @@ pub fn upstream_headers(
 ) -> Headers {
     let mut headers = req.head.headers.clone();
     let client_host = headers.get("host").unwrap_or_default().to_owned();
+    // Hop-by-hop headers, and those the client's `Connection` names, go now: later, `Connection` could name the
+    // headers postern adds below and have the forwarder strip them.
+    crate::forward::strip_hop_by_hop(&mut headers);
 
     // Names are stored lower-cased, so these comparisons are exact.
     headers.retain(|name, _| !is_identity_header(name) && name != "host");
@@ -101,9 +119,8 @@ pub fn upstream_headers(
         "x-forwarded-proto",
         if origin.https { "https" } else { "http" },
     );
-    if !client_host.is_empty() {
-        headers.append("x-forwarded-host", client_host);
-    }
+    // The public host as configured, not the client's spelling of it (case, trailing dot, port).
+    headers.append("x-forwarded-host", origin.authority());
 
     if let (true, Some(s)) = (route.pass_identity_headers, session) {
         headers.append("x-pomerium-claim-email", s.email.as_str());
@@ -213,6 +230,14 @@ mod tests {
             "forwarded",
             "x-real-ip",
             "remote-user",
+        ] {
+            assert!(is_identity_header(h), "{h}");
+        }
+        for h in [
+            "x_pomerium_claim_email",
+            "x-webauth-user",
+            "true-client-ip",
+            "x-original-url",
         ] {
             assert!(is_identity_header(h), "{h}");
         }

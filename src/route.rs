@@ -176,7 +176,8 @@ impl PathRule {
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathRule::Any => true,
-            PathRule::Exact(p) => path == p,
+            // `/status/` is `/status` to most apps (Express, Flask): the rule covers both, so neither slips past it.
+            PathRule::Exact(p) => path == p || path.strip_suffix('/') == Some(p.as_str()),
             PathRule::Prefix(p) => match path.strip_prefix(p.as_str()) {
                 Some(rest) => p.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
                 None => false,
@@ -587,7 +588,8 @@ pub(crate) mod tests {
             (PathRule::Prefix("/admin/".into()), "/admin", false),
             (PathRule::Prefix("/".into()), "/x", true),
             (PathRule::Exact("/status".into()), "/status", true),
-            (PathRule::Exact("/status".into()), "/status/", false),
+            (PathRule::Exact("/status".into()), "/status/", true),
+            (PathRule::Exact("/status".into()), "/status/x", false),
             (PathRule::Regex(re.clone()), "/api/v2/users", true),
             (PathRule::Regex(re.clone()), "/x/api/v2/users", false),
             (PathRule::Regex(re), "/api/vx/users", false),

@@ -61,7 +61,17 @@ pub struct CookieSettings {
 impl CookieSettings {
     /// The browser-binding cookie for the IdP round trip (on the authenticate host).
     pub fn csrf_name(&self) -> String {
-        format!("{}_csrf", self.name)
+        format!("{}{}_csrf", self.host_prefix(), self.name)
+    }
+
+    /// `__Host-` when cookies are Secure: the browser then refuses such a cookie from any other host (a sibling
+    /// sub-domain setting it with a parent `Domain`), so nobody can plant their own binding in a victim's browser.
+    fn host_prefix(&self) -> &'static str {
+        if self.secure {
+            "__Host-"
+        } else {
+            ""
+        }
     }
 
     /// The "just signed out" marker on the authenticate host: the next sign-in asks the IdP to show its login.
@@ -72,11 +82,11 @@ impl CookieSettings {
     /// The prefix of the route host's sign-in binding cookies (`<cookie>_bind_<short id>`): one per sign-in in
     /// flight, so two tabs signing in at once do not overwrite each other's.
     pub fn binding_prefix(&self) -> String {
-        format!("{}_bind_", self.name)
+        format!("{}{}_bind_", self.host_prefix(), self.name)
     }
 
     /// A `Set-Cookie` value for a sign-in binding cookie: always HttpOnly and host-only (never COOKIE_DOMAIN), so no
-    /// script and no other host can read or plant it; Secure per COOKIE_SECURE.
+    /// script can read it; with COOKIE_SECURE also Secure and `__Host-`-named, so no other host can plant one.
     pub fn binding_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
         CookieSettings {
             domain: None,
@@ -114,6 +124,7 @@ impl CookieSettings {
 }
 
 fn is_own_cookie(base: &str, cookie_name: &str) -> bool {
+    let cookie_name = cookie_name.strip_prefix("__Host-").unwrap_or(cookie_name);
     cookie_name == base
         || cookie_name
             .strip_prefix(base)

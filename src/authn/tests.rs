@@ -100,7 +100,7 @@ fn binding_of(r: &Reply) -> (String, String) {
     r.headers
         .get_all("set-cookie")
         .filter_map(|c| c.split(';').next()?.split_once('='))
-        .find(|(n, _)| n.starts_with("_pomerium_bind_"))
+        .find(|(n, _)| n.starts_with("__Host-_pomerium_bind_"))
         .map(|(n, v)| (n.to_owned(), v.to_owned()))
         .expect("a binding cookie")
 }
@@ -164,7 +164,7 @@ fn sign_in_at_idp(
         "{idp_url}"
     );
     let q = query(&idp_url);
-    let csrf = set_cookie(&r, "_pomerium_csrf").unwrap();
+    let csrf = set_cookie(&r, "__Host-_pomerium_csrf").unwrap();
     assert_eq!(csrf.len(), 43);
     idp.tokens.borrow_mut().insert(
         "code-1".into(),
@@ -174,7 +174,7 @@ fn sign_in_at_idp(
         "{AUTH}/oauth2/callback?code=code-1&state={}",
         enc(&q["state"])
     );
-    run(a, &req(&cb, &[("_pomerium_csrf", &csrf)]))
+    run(a, &req(&cb, &[("__Host-_pomerium_csrf", &csrf)]))
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn full_flow_route_host_to_idp_and_back() {
         bind_cookie.contains("Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
         "{bind_cookie}"
     );
-    assert!(bind_name.len() == "_pomerium_bind_".len() + 6 && bind.len() == 22);
+    assert!(bind_name.len() == "__Host-_pomerium_bind_".len() + 6 && bind.len() == 22);
     assert!(
         !sign_in.contains(&bind),
         "the link carries a hash, not the value"
@@ -213,7 +213,10 @@ fn full_flow_route_host_to_idp_and_back() {
         "{handoff_url}"
     );
     let auth_cookie = set_cookie(&cb, "_pomerium").unwrap();
-    assert_eq!(set_cookie(&cb, "_pomerium_csrf").as_deref(), Some(""));
+    assert_eq!(
+        set_cookie(&cb, "__Host-_pomerium_csrf").as_deref(),
+        Some("")
+    );
     assert!(cb.headers.get_all("set-cookie").all(|c| c.len() <= 4096));
     let auth_session = a
         .session(
@@ -393,7 +396,7 @@ fn forge_handoff(a: &Authn, host: &str, target: &str, bind: &str, expires: u64) 
     format!("https://{host}/.pomerium/callback?pomerium_handoff={tok}")
 }
 
-const BIND_NAME: &str = "_pomerium_bind_abcdef";
+const BIND_NAME: &str = "__Host-_pomerium_bind_abcdef";
 const BIND: &str = "0123456789abcdefghijkl";
 
 #[test]
@@ -452,11 +455,11 @@ fn handoff_is_bound_to_the_browser_that_started_the_sign_in() {
             "the value under a name postern never makes",
         ),
         (
-            &[("_pomerium_bind_abc", BIND)],
+            &[("__Host-_pomerium_bind_abc", BIND)],
             "short id of the wrong length",
         ),
         (
-            &[("_pomerium_csrf", BIND)],
+            &[("__Host-_pomerium_csrf", BIND)],
             "the AUTH binding cookie's name",
         ),
         (&[("other_bind_abcdef", BIND)], "another cookie base"),
@@ -476,7 +479,7 @@ fn handoff_is_bound_to_the_browser_that_started_the_sign_in() {
         &a,
         &url,
         &[
-            ("_pomerium_bind_111111", "yyyyyyyyyyyyyyyyyyyyyy"),
+            ("__Host-_pomerium_bind_111111", "yyyyyyyyyyyyyyyyyyyyyy"),
             (BIND_NAME, BIND),
         ],
         "app.example.com",
@@ -484,7 +487,7 @@ fn handoff_is_bound_to_the_browser_that_started_the_sign_in() {
     );
     assert_eq!(location(&r), "https://app.example.com/x");
     assert_eq!(set_cookie(&r, BIND_NAME).as_deref(), Some(""));
-    assert!(set_cookie(&r, "_pomerium_bind_111111").is_none());
+    assert!(set_cookie(&r, "__Host-_pomerium_bind_111111").is_none());
 }
 
 #[test]
@@ -547,7 +550,7 @@ fn binding_cookies_stay_few() {
     let held: Vec<(String, String)> = (0..MAX_BINDINGS)
         .map(|i| {
             (
-                format!("_pomerium_bind_aaaaa{i}"),
+                format!("__Host-_pomerium_bind_aaaaa{i}"),
                 format!("{i}").repeat(22),
             )
         })
@@ -570,10 +573,10 @@ fn callback_refusals() {
     let (sign_in, _) = start(&a, APP, "https://app.example.com/");
     let r = run(&a, &req(&sign_in, &[]));
     let q = query(&location(&r));
-    let csrf = set_cookie(&r, "_pomerium_csrf").unwrap();
+    let csrf = set_cookie(&r, "__Host-_pomerium_csrf").unwrap();
     let cb = |extra: &str| format!("{AUTH}/oauth2/callback?state={}{extra}", enc(&q["state"]));
     // State from another browser (no or another binding cookie).
-    for cookies in [vec![], vec![("_pomerium_csrf", "x".repeat(43))]] {
+    for cookies in [vec![], vec![("__Host-_pomerium_csrf", "x".repeat(43))]] {
         let c: Vec<(&str, &str)> = cookies.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let r = run(&a, &req(&cb("&code=c"), &c));
         assert_eq!(r.status, 400);
@@ -585,7 +588,7 @@ fn callback_refusals() {
             &a,
             &req(
                 &format!("{AUTH}/oauth2/callback?code=c"),
-                &[("_pomerium_csrf", &csrf)]
+                &[("__Host-_pomerium_csrf", &csrf)]
             )
         )
         .status,
@@ -593,7 +596,7 @@ fn callback_refusals() {
     );
     let altered = cb("&code=c").replace("state=A", "state=B");
     assert_eq!(
-        run(&a, &req(&altered, &[("_pomerium_csrf", &csrf)])).status,
+        run(&a, &req(&altered, &[("__Host-_pomerium_csrf", &csrf)])).status,
         400
     );
     // The IdP says no.
@@ -601,7 +604,7 @@ fn callback_refusals() {
         &a,
         &req(
             &cb("&error=access_denied&error_description=nope"),
-            &[("_pomerium_csrf", &csrf)],
+            &[("__Host-_pomerium_csrf", &csrf)],
         ),
     );
     assert_eq!(r.status, 400);
@@ -610,7 +613,7 @@ fn callback_refusals() {
         &a,
         &req(
             &cb("&error=x&error_description=%3Cscript%3Ehttps%3A%2F%2Fevil"),
-            &[("_pomerium_csrf", &csrf)],
+            &[("__Host-_pomerium_csrf", &csrf)],
         ),
     );
     let body = String::from_utf8_lossy(&r.body).into_owned();
@@ -620,14 +623,21 @@ fn callback_refusals() {
     );
     // Unknown code: the token endpoint refuses -> 400; wrong nonce in the token -> 400.
     assert_eq!(
-        run(&a, &req(&cb("&code=unknown"), &[("_pomerium_csrf", &csrf)])).status,
+        run(
+            &a,
+            &req(&cb("&code=unknown"), &[("__Host-_pomerium_csrf", &csrf)])
+        )
+        .status,
         400
     );
     idp.tokens.borrow_mut().insert(
         "c2".into(),
         forge::forged_rs256("k1", &claims("another-nonce")),
     );
-    let r = run(&a, &req(&cb("&code=c2"), &[("_pomerium_csrf", &csrf)]));
+    let r = run(
+        &a,
+        &req(&cb("&code=c2"), &[("__Host-_pomerium_csrf", &csrf)]),
+    );
     assert_eq!(r.status, 400);
     assert!(set_cookie(&r, "_pomerium").is_none());
     // No email claim.
@@ -640,7 +650,11 @@ fn callback_refusals() {
         ),
     );
     assert_eq!(
-        run(&a, &req(&cb("&code=c3"), &[("_pomerium_csrf", &csrf)])).status,
+        run(
+            &a,
+            &req(&cb("&code=c3"), &[("__Host-_pomerium_csrf", &csrf)])
+        )
+        .status,
         400
     );
 }
@@ -907,10 +921,10 @@ fn auth_sign_out_needs_its_own_link_or_its_own_page() {
 fn binding_cookie_is_reused_across_tabs() {
     let (a, _idp) = setup();
     let (sign_in, _) = start(&a, APP, "https://app.example.com/");
-    let first = set_cookie(&run(&a, &req(&sign_in, &[])), "_pomerium_csrf").unwrap();
+    let first = set_cookie(&run(&a, &req(&sign_in, &[])), "__Host-_pomerium_csrf").unwrap();
     let second = set_cookie(
-        &run(&a, &req(&sign_in, &[("_pomerium_csrf", &first)])),
-        "_pomerium_csrf",
+        &run(&a, &req(&sign_in, &[("__Host-_pomerium_csrf", &first)])),
+        "__Host-_pomerium_csrf",
     )
     .unwrap();
     assert_eq!(first, second);

@@ -36,6 +36,7 @@ impl Handler for TestHandler {
                 };
             }
             let plan = ForwardPlan {
+                own_cookie: std::rc::Rc::from("_pomerium"),
                 upstream: self.upstream.clone(),
                 method: req.head.method.clone(),
                 target: req.head.target.clone(),

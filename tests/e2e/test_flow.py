@@ -79,7 +79,7 @@ def sign_in_until_handoff(session, url: str, email: str) -> str:
 
 
 def binding_cookies(session, host: str) -> dict[str, str]:
-    return {n: v for n, v in route_cookies(session, host).items() if n.startswith(COOKIE + "_bind_")}
+    return {n: v for n, v in route_cookies(session, host).items() if n.startswith("__Host-" + COOKIE + "_bind_")}
 
 
 def post_sign_out(session, stack, sub: str, origin: str | None = "own") -> harness.Walk:

@@ -106,3 +106,16 @@ def test_b07_postern_cookies_never_reach_the_app_and_the_apps_keep_their_order(s
     assert seen == "appsession=abc; theme=dark", seen
     # Nothing left: no Cookie header at all, not an empty one.
     assert cookie_seen(f"_pomerium={session}; _pomerium_csrf=zzz") is None
+
+
+def test_an_app_cannot_toss_posterns_cookies(stack, browser):
+    """A public app on a sibling host tries to plant a session or binding cookie for the parent domain."""
+    parent = harness.TEST_DOMAIN
+    tossed = [f"_pomerium=forged; Domain={parent}; Path=/", f"_pomerium_bind_abcdef=x; Domain={parent}",
+              f"__Host-_pomerium_bind_abcdef=x; Path=/; Secure"]
+    params = [("Set-Cookie", c) for c in tossed] + [("Set-Cookie", "app=1; Path=/")]
+    r = browser.get(stack.postern.url("public", "/response-headers"), params=params, allow_redirects=False,
+                    timeout=harness.HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text[:300]
+    set_cookies = r.raw.headers.getlist("Set-Cookie")
+    assert set_cookies == ["app=1; Path=/"], set_cookies

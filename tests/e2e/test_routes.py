@@ -177,6 +177,11 @@ def raw_get(routes, certs, path: str, cookie: str) -> tuple[int, bytes]:
     ("/anything/public/..%5Cadmin/users", 400),
     ("/anything/%61dmin/users", 403),
     ("/anything/admin", 403),
+    ("/anything/admin#x", 400),
+    ("/anything/x/../admin#", 400),
+    ("/anything/x/..;/admin/users", 400),
+    ("/anything/.;/admin/users", 400),
+    ("/anything/%2e%2e;/admin/users", 400),
 ])
 def test_b15_paths_under_admin_never_reach_the_app(routes, certs, alice_b15, path, want):
     status, body = raw_get(routes, certs, path, alice_b15)

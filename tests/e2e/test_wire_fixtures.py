@@ -10,6 +10,7 @@ and send replies no real app would (two lengths, CL with TE, not HTTP at all). F
   upstream framing chunked         the app gets Transfer-Encoding: chunked and no Content-Length
   upstream framing length N        the app gets exactly one Content-Length: N and no Transfer-Encoding
   upstream absent NAME...          none of these headers reach the app
+  upstream present NAME...         each of these headers reaches the app
   reply                            the next line is what the app answers (escapes: \\r \\n \\xNN)
   request                          the next line is what the client sends (same escapes)
 """
@@ -154,6 +155,9 @@ def test_wire_fixture(fx, path: Path):
             assert te == ["chunked"] and cl == [], head_lines(seen)
         else:
             assert cl == [args[1]] and te == [], head_lines(seen)
+    elif kind == "present":
+        names = {l.split(b":", 1)[0].strip().lower().decode() for l in head_lines(seen)[1:]}
+        assert set(args) <= names, (set(args) - names, head_lines(seen))
     elif kind == "absent":
         names = {l.split(b":", 1)[0].strip().lower().decode() for l in head_lines(seen)[1:]}
         assert seen and not names & set(args), (names & set(args), head_lines(seen))
