@@ -221,20 +221,24 @@ impl Provider {
         }
     }
 
+    /// GETs a JSON document from the IdP (discovery, JWKS, userinfo with its bearer token).
     async fn get_json(
         &self,
         url: &Url,
         step: &'static str,
+        bearer: Option<&str>,
     ) -> Result<serde_json::Value, OidcError> {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::GET)
             .uri(url.as_str())
-            .header(header::ACCEPT, "application/json")
-            .body(Vec::new())
-            .map_err(|e| OidcError::Discovery {
-                url: url.to_string(),
-                detail: e.to_string(),
-            })?;
+            .header(header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req.body(Vec::new()).map_err(|e| OidcError::Discovery {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
         let resp = (self.transport)(req)
             .await
             .map_err(|error| OidcError::Transport { step, error })?;
@@ -261,7 +265,7 @@ impl Provider {
             url: url_s.clone(),
             detail: e.to_string(),
         })?;
-        let doc = self.get_json(&url, "discovery").await?;
+        let doc = self.get_json(&url, "discovery", None).await?;
         let doc: DiscoveryDoc = serde_json::from_value(doc).map_err(|e| OidcError::Discovery {
             url: url_s.clone(),
             detail: format!("missing field: {e}"),
@@ -302,7 +306,7 @@ impl Provider {
 
     async fn fetch_jwks(&self, d: &Discovered) -> Result<Rc<Jwks>, OidcError> {
         self.jwks_fetched.set(Some(Instant::now()));
-        let doc = self.get_json(&d.jwks_uri, "JWKS").await?;
+        let doc = self.get_json(&d.jwks_uri, "JWKS", None).await?;
         let jwks = Jwks::parse(doc.to_string().as_bytes()).map_err(|error| OidcError::Jwks {
             url: d.jwks_uri.to_string(),
             error,
@@ -413,45 +417,13 @@ impl Provider {
         };
         if claims.email.is_none() {
             if let Some(url) = &d.userinfo_endpoint {
-                let info = self.userinfo(url, resp.access_token().secret()).await?;
+                let info = self
+                    .get_json(url, "userinfo", Some(resp.access_token().secret()))
+                    .await?;
                 idtoken::merge_userinfo(&mut claims, &info).map_err(OidcError::IdToken)?;
             }
         }
         Ok(claims)
-    }
-
-    /// The userinfo endpoint's answer for this access token.
-    async fn userinfo(
-        &self,
-        url: &Url,
-        access_token: &str,
-    ) -> Result<serde_json::Value, OidcError> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(url.as_str())
-            .header(header::ACCEPT, "application/json")
-            .header(header::AUTHORIZATION, format!("Bearer {access_token}"))
-            .body(Vec::new())
-            .map_err(|e| OidcError::Discovery {
-                url: url.to_string(),
-                detail: e.to_string(),
-            })?;
-        let resp = (self.transport)(req)
-            .await
-            .map_err(|error| OidcError::Transport {
-                step: "userinfo",
-                error,
-            })?;
-        if resp.status() != 200 {
-            return Err(OidcError::Discovery {
-                url: url.to_string(),
-                detail: format!("userinfo answered HTTP {}", resp.status().as_u16()),
-            });
-        }
-        serde_json::from_slice(resp.body()).map_err(|_| OidcError::Discovery {
-            url: url.to_string(),
-            detail: "userinfo is not JSON".into(),
-        })
     }
 }
 
